@@ -1,0 +1,1 @@
+"""Deploy, boot, test and command strategies and their actions (all plugins)."""

@@ -1,0 +1,252 @@
+"""The job log in LAVA's format: one YAML flow mapping per record, one record per line.
+
+A record is ``{"dt": ..., "lvl": ..., "msg": ...}`` with every scalar
+double-quoted, exactly as LAVA's ``yaml.dump(default_flow_style=True,
+default_style='"')`` writes it, so that lavacli, LAVA's server and any tool
+reading LAVA logs read ours. ``logs.yaml`` prefixes each line with ``- `` so
+the whole file is a YAML list; on stderr (lava-run without a server) the
+record is printed bare, as LAVA does.
+
+Console reader threads log concurrently with the main thread, so writing is
+serialized by one lock; the line counter (used for ``starttc``/``endtc``
+markers) is taken under the same lock. Target lines are by far the most
+frequent records, so plain-string messages take a fast path that produces
+byte-for-byte what PyYAML would (a test checks that with hypothesis).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+try:  # LAVA uses libyaml when present; so do we, for the same bytes
+    from yaml import CSafeDumper as _Dumper
+except ImportError:  # pragma: no cover - depends on the platform's PyYAML
+    from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
+
+#: the levels LAVA's clients know (lavacli's colour table, lava-api's enum)
+LEVELS = (
+    "debug",
+    "info",
+    "warning",
+    "error",
+    "exception",
+    "results",
+    "target",
+    "input",
+    "feedback",
+    "event",
+)
+
+#: a record longer than this is replaced, as LAVA does, to keep readers sane
+MAX_LINE = 10**5
+TOO_LONG = "<line way too long ...>"
+MASK = "[MASKED]"
+
+# Characters PyYAML's emitter leaves alone in a double-quoted scalar when
+# allow_unicode is off: printable ASCII except '"' and '\\'.
+_NEEDS_ESCAPE = re.compile(r'[^\x20-\x21\x23-\x5b\x5d-\x7e]')
+_NAMED_ESCAPES = {
+    "\0": "\\0",
+    "\x07": "\\a",
+    "\x08": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\x0b": "\\v",
+    "\x0c": "\\f",
+    "\r": "\\r",
+    "\x1b": "\\e",
+    '"': '\\"',
+    "\\": "\\\\",
+    "\x85": "\\N",
+    "\xa0": "\\_",
+    "\u2028": "\\L",
+    "\u2029": "\\P",
+}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    ch = match.group()
+    named = _NAMED_ESCAPES.get(ch)
+    if named is not None:
+        return named
+    code = ord(ch)
+    if code <= 0xFF:
+        return f"\\x{code:02X}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04X}"
+    return f"\\U{code:08X}"
+
+
+def quote(text: str) -> str:
+    """``text`` as PyYAML writes a double-quoted scalar (ASCII-only output)."""
+    return '"' + _NEEDS_ESCAPE.sub(_escape_char, text) + '"'
+
+
+def timestamp(when: float | None = None) -> str:
+    """UTC ISO-8601, as LAVA writes ``dt``."""
+    if when is None:
+        when = time.time()
+    return datetime.datetime.fromtimestamp(when, datetime.UTC).isoformat()
+
+
+def dump_record(record: Mapping[str, Any]) -> str:
+    """One record as one line, without the list prefix."""
+    msg = record.get("msg")
+    if isinstance(msg, str) and all(isinstance(v, str) for v in record.values()):
+        line = "{" + ", ".join(f"{quote(k)}: {quote(v)}" for k, v in record.items()) + "}"
+    else:
+        line = yaml.dump(
+            dict(record),
+            Dumper=_Dumper,
+            default_flow_style=True,
+            default_style='"',
+            width=MAX_LINE,
+            sort_keys=False,
+        ).rstrip("\n")
+    if len(line) >= MAX_LINE:
+        shortened = dict(record)
+        shortened["msg"] = TOO_LONG if isinstance(msg, str) else {"skip": "line way too long ..."}
+        return dump_record(shortened)
+    return line
+
+
+Observer = Callable[[str, Any, str], None]
+"""Called with (level, msg, dt) for every record: live progress, events."""
+
+
+class JobLogger:
+    """Writes LAVA-format records to files and streams; thread-safe.
+
+    Secrets are masked in the formatted line, so they never reach a sink.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sinks: list[tuple[IO[str], str, bool]] = []
+        self._observers: list[Observer] = []
+        self._secrets: list[str] = []
+        self._markers: dict[str, dict[str, int]] = {}
+        self.line = 0
+        self.records_by_level: dict[str, int] = {}
+
+    # sinks -----------------------------------------------------------------
+    def add_file(self, path: str | Path) -> None:
+        """Append records to ``path`` as a YAML list (``- `` prefix), line-buffered."""
+        stream = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in close()
+        self._sinks.append((stream, "- ", True))
+
+    def add_stream(self, stream: IO[str], prefix: str = "") -> None:
+        """Also write to ``stream`` (not closed by :meth:`close`)."""
+        self._sinks.append((stream, prefix, False))
+
+    def add_observer(self, observer: Observer) -> None:
+        self._observers.append(observer)
+
+    def add_secret(self, secret: str) -> None:
+        """Mask ``secret`` in every later record (empty strings are ignored)."""
+        if secret and secret not in self._secrets:
+            self._secrets.append(secret)
+            # longest first, so a secret containing another is masked whole
+            self._secrets.sort(key=len, reverse=True)
+
+    def close(self) -> None:
+        with self._lock:
+            for stream, _prefix, owned in self._sinks:
+                if owned:
+                    stream.close()
+                else:
+                    stream.flush()
+            self._sinks.clear()
+
+    # records ---------------------------------------------------------------
+    def log(
+        self, level: str, msg: Any, *, when: float | None = None, ns: str | None = None
+    ) -> None:
+        dt = timestamp(when)
+        record: dict[str, Any] = {"dt": dt, "lvl": level, "msg": msg}
+        if ns is not None and level == "feedback":
+            record["ns"] = ns
+        line = dump_record(record)
+        for secret in self._secrets:
+            line = line.replace(secret, MASK)
+        with self._lock:
+            self.line += 1
+            self.records_by_level[level] = self.records_by_level.get(level, 0) + 1
+            for stream, prefix, _owned in self._sinks:
+                stream.write(f"{prefix}{line}\n")
+        for observer in self._observers:
+            observer(level, msg, dt)
+
+    def debug(self, msg: Any) -> None:
+        self.log("debug", msg)
+
+    def info(self, msg: Any) -> None:
+        self.log("info", msg)
+
+    def warning(self, msg: Any) -> None:
+        self.log("warning", msg)
+
+    def error(self, msg: Any) -> None:
+        self.log("error", msg)
+
+    def exception(self, msg: Any) -> None:
+        self.log("exception", msg)
+
+    def target(self, msg: str, when: float | None = None) -> None:
+        self.log("target", msg, when=when)
+
+    def input(self, msg: str) -> None:
+        self.log("input", msg)
+
+    def feedback(self, msg: str, ns: str, when: float | None = None) -> None:
+        self.log("feedback", msg, when=when, ns=ns)
+
+    def event(self, msg: str) -> None:
+        self.log("event", msg)
+
+    def marker(self, case: str, kind: str) -> None:
+        """Mark the line just logged (the signal's line) for ``case``.
+
+        ``kind`` is ``start_test_case``, ``end_test_case`` or ``test_case``;
+        the next result for that case gets ``starttc``/``endtc``: the 0-based
+        index of the marked line in the log, as LAVA counts them.
+        """
+        with self._lock:
+            self._markers.setdefault(case, {})[kind] = self.line - 1
+
+    def results(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Log a result record (adding markers) and return it as logged."""
+        if "extra" in record and "level" not in record:
+            raise ValueError("a result with 'extra' needs 'level'")
+        with self._lock:
+            markers = self._markers.pop(str(record.get("case")), None)
+        if markers is not None:
+            single = markers.get("test_case")
+            record["starttc"] = markers.get("start_test_case", single)
+            record["endtc"] = markers.get("end_test_case", single)
+        self.log("results", record)
+        return record
+
+
+def write_stderr_records(logger: JobLogger) -> None:
+    """lava-run without a server prints bare records to stderr, as LAVA does."""
+    logger.add_stream(sys.stderr)
+
+
+def read_records(lines: Iterable[str]) -> list[dict[str, Any]]:
+    """Parse LAVA log lines (with or without the ``- `` prefix); for tests and tools."""
+    out = []
+    for line in lines:
+        text = line[2:] if line.startswith("- ") else line
+        if text.strip():
+            out.append(yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+    return out
