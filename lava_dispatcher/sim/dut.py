@@ -1,0 +1,785 @@
+"""The simulated board: a small state machine of boot stages.
+
+    off -> [bootloader] -> kernel -> login -> shell
+                             |        |        |
+                             +--------+--------+--> dead (panic or hang)
+
+`SimDUT` owns exactly one `StageHandler` at a time. A stage reacts to console
+input (`input`), to its own deadlines (timers it starts through `call_at` /
+`call_later`, cancelled when it is left) and to output draining
+(`drained`), and moves the board on by calling one of the DUT's transition
+methods (`start_kernel`, `start_userspace`, `start_shell`, `panic`, `hang`).
+Power off leaves whatever stage is current, which kills the shell.
+
+Bootloader hook: `SimDUT(..., bootloader=factory)` makes power-on enter the
+stage `factory(dut)` returns (its `stage` should be `Stage.BOOTLOADER`)
+instead of going straight to the kernel. Such a stage prints its banner and
+countdown from `enter()`, reads keys in `input()`, and calls
+`dut.start_kernel()` when it boots; nothing else needs to change. No
+bootloader is built in yet.
+
+The shell is a real program (`/bin/sh -i` by default) started in a pty the
+simulator owns, in a session of its own; its terminal echo and output are
+relayed to the console. It runs on the host with the rights of the user who
+started the simulator. Power commands never reach the host: a typed
+``reboot``/``poweroff``/``halt``/``shutdown`` line is taken off the input
+path, and the shell's PATH starts with shims of those commands (for scripts
+that call them); either way the simulated board reboots or powers off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import fcntl
+import math
+import os
+import pty
+import shlex
+import shutil
+import signal
+import struct
+import tempfile
+import termios
+from collections.abc import Callable
+from typing import Any
+
+from lava_dispatcher.sim import text
+from lava_dispatcher.sim.config import SimConfig
+from lava_dispatcher.sim.line import HIGH_WATER, LOW_WATER, SerialLine
+from lava_dispatcher.sim.loop import EventLoop, Timer
+
+CR, LF, NUL, BS, DEL, CTRL_C, CTRL_U = 13, 10, 0, 8, 127, 3, 21
+CRLF = b"\r\n"
+READ_SIZE = 65536
+# How long a --panic-on panic waits for the terminal to echo the fatal
+# command line before the panic text is printed.
+ECHO_GRACE = 0.1
+# What a shim writes to its terminal to ask for a reboot or power-off: an OSC
+# sequence a real terminal would ignore, removed from the console output.
+POWER_MARK = b"\x1b]lava-sim;"
+POWER_WORDS = ("reboot", "poweroff", "halt", "shutdown")
+SHIM = """#!/bin/sh
+# lava_dispatcher simulated DUT: {word} acts on the simulated board, never the host
+action={action}
+if [ {word} = shutdown ]; then
+    case " $* " in *" -r "*) action=reboot ;; *) action=poweroff ;; esac
+fi
+printf '\\033]lava-sim;%s\\007' "$action"
+kill -STOP $$
+"""
+
+
+def power_action(line: bytes) -> str | None:
+    """'reboot' or 'poweroff' if a typed command line asks for one."""
+    try:
+        words = shlex.split(line.decode("utf-8", "replace"))
+    except ValueError:
+        words = line.decode("utf-8", "replace").split()
+    while words and words[0] in ("sudo", "exec", "command"):
+        words.pop(0)
+    if not words:
+        return None
+    word = os.path.basename(words[0])
+    if word == "reboot" or (word == "shutdown" and "-r" in words[1:]):
+        return "reboot"
+    if word in POWER_WORDS:
+        return "poweroff"
+    return None
+
+
+def make_shims() -> str:
+    """A directory of power-command shims for the shell's PATH."""
+    directory = tempfile.mkdtemp(prefix="lava-sim-shims-")
+    for word in POWER_WORDS:
+        path = os.path.join(directory, word)
+        action = "reboot" if word == "reboot" else "poweroff"
+        with open(path, "w", encoding="utf-8") as shim:
+            shim.write(SHIM.format(word=word, action=action))
+        os.chmod(path, 0o755)
+    return directory
+
+
+class Stage(enum.Enum):
+    OFF = "off"
+    BOOTLOADER = "bootloader"
+    KERNEL = "kernel"
+    LOGIN = "login"
+    SHELL = "shell"
+    DEAD = "dead"
+
+
+class StageHandler:
+    """One stage of the board's life (see the module docstring)."""
+
+    stage: Stage = Stage.OFF
+
+    def __init__(self, dut: SimDUT) -> None:
+        self.dut = dut
+        self.loop = dut.loop
+        self.config = dut.config
+        self.active = False
+        self._timers: list[Timer] = []
+
+    def enter(self) -> None:
+        """The board has just entered this stage."""
+
+    def leave(self) -> None:
+        """The board leaves this stage (to another one or to power off)."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+    def input(self, data: bytes) -> None:
+        """Bytes typed on the console. The default ignores them."""
+
+    def drained(self) -> None:
+        """The console has taken most of the pending output."""
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
+        def guarded() -> None:
+            if self.active:
+                callback()
+
+        timer = self.loop.call_at(when, guarded)
+        self._timers = [t for t in self._timers if not t.cancelled]
+        self._timers.append(timer)
+        return timer
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return self.call_at(self.loop.time() + delay, callback)
+
+    def emit(self, data: bytes) -> None:
+        self.dut.emit(data)
+
+
+class OffStage(StageHandler):
+    stage = Stage.OFF
+
+
+class DeadStage(StageHandler):
+    """Panicked or hung: silent, deaf, until power is cut."""
+
+    stage = Stage.DEAD
+
+    def __init__(self, dut: SimDUT, reason: str) -> None:
+        super().__init__(dut)
+        self.reason = reason
+
+    def status(self) -> dict[str, Any]:
+        return {"reason": self.reason}
+
+
+class KernelStage(StageHandler):
+    """Prints the kernel log, spread over --boot-time, then starts userspace."""
+
+    stage = Stage.KERNEL
+
+    def enter(self) -> None:
+        self.lines = text.kernel_lines(self.config.boot_lines, self.config.baud)
+        self.index = 0
+        self.start = self.loop.time()
+        self.hang_after = max(1, len(self.lines) // 2) if self.config.hang_at == "boot" else None
+        self._schedule()
+
+    def _offset(self, index: int) -> float:
+        return self.config.boot_time * index / max(len(self.lines) - 1, 1)
+
+    def _schedule(self) -> None:
+        self.call_at(self.start + self._offset(self.index), self._next_lines)
+
+    def _next_lines(self) -> None:
+        now = self.loop.time()
+        while self.index < len(self.lines) and self.start + self._offset(self.index) <= now:
+            stamp = text.timestamp(self._offset(self.index))
+            self.emit(f"{stamp} {self.lines[self.index]}".encode() + CRLF)
+            self.index += 1
+            if self.hang_after is not None and self.index >= self.hang_after:
+                self.dut.hang("boot")
+                return
+        if self.index >= len(self.lines):
+            self.dut.start_userspace()
+        else:
+            self._schedule()
+
+
+class LoginStage(StageHandler):
+    """A getty and login: banner, login prompt, optional password."""
+
+    stage = Stage.LOGIN
+
+    def enter(self) -> None:
+        self._after_cr = False
+        self.user = ""
+        self.emit(CRLF + text.getty_banner(self.config.hostname).encode() + CRLF + CRLF)
+        self._prompt()
+
+    def _prompt(self) -> None:
+        self.field = "user"
+        self.typed = bytearray()
+        self.emit(self.config.effective_login_prompt.encode())
+        if self.config.hang_at == "login":
+            self.dut.hang("login")
+
+    def input(self, data: bytes) -> None:
+        for i, byte in enumerate(data):
+            if not self.active:
+                # logged in: what was typed ahead goes to the shell
+                rest = data[i:]
+                if self._after_cr and rest[:1] in (b"\n", b"\0"):
+                    rest = rest[1:]
+                if rest:
+                    self.dut.input(rest)
+                return
+            if self._after_cr and byte in (LF, NUL):
+                self._after_cr = False
+                continue
+            self._after_cr = byte == CR
+            echo = self.field == "user"
+            if byte in (CR, LF):
+                self._enter()
+            elif byte in (BS, DEL):
+                if self.typed:
+                    self.typed.pop()
+                    if echo:
+                        self.emit(b"\b \b")
+            elif byte == CTRL_U:
+                if echo:
+                    self.emit(b"\b \b" * len(self.typed))
+                self.typed.clear()
+            elif byte >= 0x20:
+                self.typed.append(byte)
+                if echo:
+                    self.emit(bytes((byte,)))
+
+    def _enter(self) -> None:
+        self.emit(CRLF)
+        typed = self.typed.decode(errors="replace")
+        if self.field == "user":
+            if not typed:
+                self._prompt()
+                return
+            self.user = typed
+            if self.config.password is None and typed == self.config.username:
+                self._logged_in()
+                return
+            self.field = "password"
+            self.typed = bytearray()
+            self.emit(b"Password: ")
+            return
+        if (
+            self.config.password is not None
+            and self.user == self.config.username
+            and typed == self.config.password
+        ):
+            self._logged_in()
+            return
+        self.emit(CRLF + b"Login incorrect" + CRLF)
+        self._prompt()
+
+    def _logged_in(self) -> None:
+        self.emit(CRLF.join(line.encode() for line in text.motd(self.config.hostname)) + CRLF)
+        self.dut.start_shell()
+
+
+class ShellStage(StageHandler):
+    """A real shell in a pty, relayed to the console, with the shell-time faults."""
+
+    stage = Stage.SHELL
+
+    def enter(self) -> None:
+        self.pid: int | None = None
+        self.fd: int | None = None
+        self.pidfd: int | None = None
+        self.reading = False
+        self.to_shell = bytearray()
+        self.writing = False
+        self.typed = bytearray()
+        self.panicking = False
+        self.echo_wanted = b""
+        self.recent = b""
+        self.hang_pending = self.config.hang_at == "shell"
+        self.prompt = self.config.effective_prompt.encode()
+        self.burst_next = 0
+        self.burst_count = 0
+        self.burst_width = 6
+        self.bursting = False
+        self.pumping = False
+        self.shims: str | None = make_shims()
+        self.pid, self.fd = spawn_shell(self.config, path_prefix=self.shims)
+        with contextlib.suppress(OSError, AttributeError):
+            self.pidfd = os.pidfd_open(self.pid)
+            self.loop.add_reader(self.pidfd, self._shell_exited)
+        self._resume()
+        if self.config.panic_after is not None:
+            self.call_later(self.config.panic_after, self._panic_after)
+        if self.config.burst_mb is not None:
+            self.call_later(self.config.burst_after, self._start_burst)
+
+    def status(self) -> dict[str, Any]:
+        return {"shell_pid": self.pid}
+
+    # -- output: shell -> console ------------------------------------------
+
+    def _resume(self) -> None:
+        if not self.reading and self.fd is not None and not self.bursting:
+            self.reading = True
+            self.loop.add_reader(self.fd, self._readable)
+
+    def _pause(self) -> None:
+        if self.reading and self.fd is not None:
+            self.reading = False
+            self.loop.remove_reader(self.fd)
+
+    def _read(self) -> bytes | None:
+        """Bytes from the shell's pty; b'' at end, None when none are ready."""
+        assert self.fd is not None
+        try:
+            return os.read(self.fd, READ_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError:  # EIO: every process holding the pty is gone
+            return b""
+
+    def _readable(self) -> None:
+        data = self._read()
+        if data is None:
+            return
+        if not data:
+            self._shell_exited()
+            return
+        self._relay(data)
+        if self.active and self.dut.line.backlog() >= HIGH_WATER:
+            self._pause()
+
+    def _relay(self, data: bytes) -> None:
+        if POWER_MARK in self.recent[-64:] + data:
+            data = self._power_request(data)
+            if not self.active:
+                return
+        if self.hang_pending:
+            window = self.recent[-len(self.prompt) :] + data
+            found = window.find(self.prompt)
+            if found >= 0:
+                cut = found + len(self.prompt) - (len(window) - len(data))
+                self.emit(data[:cut])
+                self.dut.hang("shell")
+                return
+        self.emit(data)
+        self.recent = (self.recent + data)[-256:]
+        if self.panicking and self.echo_wanted in self.recent:
+            self._panic_now()
+
+    def drained(self) -> None:
+        if self.bursting:
+            self._pump_burst()
+        elif self.dut.line.backlog() < LOW_WATER:
+            self._resume()
+
+    # -- input: console -> shell -------------------------------------------
+
+    def input(self, data: bytes) -> None:
+        if self.panicking or self.fd is None:
+            return
+        word = self.config.panic_on
+        trigger = word.encode() if word else None
+        for i, byte in enumerate(data):
+            if byte in (CR, LF):
+                if trigger is not None and trigger in self.typed:
+                    self._to_shell(data[:i])
+                    self._panic_on_word()
+                    return
+                action = power_action(bytes(self.typed))
+                if action is not None:
+                    # the line never reaches the host shell: erase it (^U)
+                    self._to_shell(data[:i] + bytes([CTRL_U]))
+                    self.emit(CRLF)
+                    self._power(action)
+                    return
+                self.typed.clear()
+            elif byte in (BS, DEL):
+                if self.typed:
+                    self.typed.pop()
+            elif byte in (CTRL_C, CTRL_U):
+                self.typed.clear()
+            else:
+                self.typed.append(byte)
+        del self.typed[:-4096]
+        self._to_shell(data)
+
+    def _power_request(self, data: bytes) -> bytes:
+        """A shim asked for a reboot or power-off: strip its mark and do it."""
+        window = self.recent[-64:] + data
+        start = window.find(POWER_MARK)
+        end = window.find(b"\x07", start)
+        if end < 0:
+            return data  # the rest of the mark is still coming
+        action = window[start + len(POWER_MARK) : end].decode("ascii", "replace")
+        keep = len(window) - len(data)
+        before = window[keep:start] if start >= keep else b""
+        self.emit(before)
+        self._power("reboot" if action == "reboot" else "poweroff")
+        return b""
+
+    def _power(self, action: str) -> None:
+        if action == "reboot":
+            self.dut.soft_reboot()
+        else:
+            self.dut.soft_poweroff()
+
+    def _to_shell(self, data: bytes) -> None:
+        if not data or self.fd is None:
+            return
+        if not self.to_shell:
+            try:
+                sent = os.write(self.fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                return
+            data = data[sent:]
+            if not data:
+                return
+        self.to_shell += data
+        if not self.writing:
+            self.writing = True
+            self.loop.add_writer(self.fd, self._writable)
+
+    def _writable(self) -> None:
+        assert self.fd is not None
+        try:
+            sent = os.write(self.fd, bytes(self.to_shell[:4096]))
+        except BlockingIOError:
+            return
+        except OSError:
+            sent = len(self.to_shell)
+        del self.to_shell[:sent]
+        if not self.to_shell:
+            self.writing = False
+            self.loop.remove_writer(self.fd)
+
+    # -- faults ----------------------------------------------------------------
+
+    def _panic_on_word(self) -> None:
+        """Panic once the terminal has echoed the fatal line (or shortly after)."""
+        self.panicking = True
+        self.echo_wanted = bytes(self.typed[-16:])
+        if self.echo_wanted in self.recent:
+            self._panic_now()
+        else:
+            self.call_later(ECHO_GRACE, self._panic_now)
+
+    def _panic_now(self) -> None:
+        if not self.active:
+            return
+        comm = os.path.basename(self.config.shell)[:15]
+        self.dut.panic(
+            "sysrq triggered crash",
+            preamble=["sysrq: Trigger a crash"],
+            pid=self.pid or 1,
+            comm=comm,
+        )
+
+    def _panic_after(self) -> None:
+        self.dut.panic("Attempted to kill init! exitcode=0x0000000b")
+
+    def _start_burst(self) -> None:
+        assert self.config.burst_mb is not None
+        size = int(self.config.burst_mb * 1024 * 1024)
+        self.burst_count = max(1, math.ceil(size / 80))
+        self.burst_width = max(6, len(str(self.burst_count)))
+        self.burst_next = 1
+        self.bursting = True
+        self._pause()
+        if self.dut.last_byte != LF:
+            self.emit(CRLF)
+        self._pump_burst()
+
+    def _pump_burst(self) -> None:
+        if self.pumping:
+            return
+        self.pumping = True
+        try:
+            while self.active and self.bursting and self.dut.line.backlog() < HIGH_WATER:
+                last = min(self.burst_next + 400, self.burst_count + 1)
+                width = self.burst_width
+                self.emit(b"".join(text.burst_line(n, width) for n in range(self.burst_next, last)))
+                self.burst_next = last
+                if self.burst_next > self.burst_count:
+                    self.emit(f"burst done: {self.burst_count} lines".encode() + CRLF)
+                    self.bursting = False
+                    self._resume()
+        finally:
+            self.pumping = False
+
+    # -- end of the shell ------------------------------------------------------
+
+    def _shell_exited(self) -> None:
+        """The shell ended (exit, logout): relay its last words, log in again."""
+        while self.fd is not None and self.active:
+            data = self._read()
+            if not data:
+                break
+            self._relay(data)
+        if not self.active:
+            return
+        self._cleanup()
+        self.dut.start_userspace()
+
+    def leave(self) -> None:
+        super().leave()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self.fd is not None:
+            self._pause()
+            if self.writing:
+                self.loop.remove_writer(self.fd)
+                self.writing = False
+        if self.pidfd is not None:
+            self.loop.remove_reader(self.pidfd)
+            with contextlib.suppress(OSError):
+                os.close(self.pidfd)
+            self.pidfd = None
+        if self.pid is not None:
+            kill_session(self.pid)
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+        if self.pid is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+            self.pid = None
+        if getattr(self, "shims", None):
+            shutil.rmtree(self.shims, ignore_errors=True)  # type: ignore[arg-type]
+            self.shims = None
+
+
+BootloaderFactory = Callable[["SimDUT"], StageHandler]
+
+
+class SimDUT:
+    """The board: power, stage transitions, and the console output path."""
+
+    def __init__(
+        self,
+        loop: EventLoop,
+        config: SimConfig,
+        line: SerialLine,
+        *,
+        bootloader: BootloaderFactory | None = None,
+    ) -> None:
+        self.loop = loop
+        self.config = config
+        self.line = line
+        self.bootloader = bootloader
+        self.handler: StageHandler = OffStage(self)
+        self.powered_at: float | None = None
+        self.last_byte = LF
+        line.on_drain = self._drained
+
+    # -- power -------------------------------------------------------------------
+
+    @property
+    def stage(self) -> Stage:
+        return self.handler.stage
+
+    @property
+    def powered(self) -> bool:
+        return self.stage is not Stage.OFF
+
+    def power_on(self) -> bool:
+        """Start booting; False when the board was already on."""
+        if self.powered:
+            return False
+        self.powered_at = self.loop.time()
+        self.last_byte = LF
+        if self.bootloader is not None:
+            self._switch(self.bootloader(self))
+        else:
+            self.start_kernel()
+        return True
+
+    def power_off(self) -> bool:
+        """Cut the power (kills the shell); False when it was already off."""
+        if not self.powered:
+            return False
+        self._switch(OffStage(self))
+        self.line.discard()
+        self.powered_at = None
+        return True
+
+    def reset(self) -> None:
+        self.power_off()
+        self.power_on()
+
+    def soft_reboot(self) -> None:
+        """The OS rebooted itself: the shutdown message, then boot again (no power cut)."""
+        if self.last_byte != LF:
+            self.emit(CRLF)
+        self.emit(b"The system is going down for reboot NOW!" + CRLF)
+        self.powered_at = self.loop.time()
+        if self.bootloader is not None:
+            self._switch(self.bootloader(self))
+        else:
+            self.start_kernel()
+
+    def soft_poweroff(self) -> None:
+        """The OS powered itself off: the message reaches the console, then silence."""
+        if self.last_byte != LF:
+            self.emit(CRLF)
+        self.emit(b"The system is going down for power off NOW!" + CRLF + b"reboot: Power down" + CRLF)
+        self._switch(OffStage(self))
+        self.powered_at = None
+
+    def uptime(self) -> float:
+        return 0.0 if self.powered_at is None else self.loop.time() - self.powered_at
+
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "power": "on" if self.powered else "off",
+            "stage": self.stage.value,
+            "uptime": round(self.uptime(), 3) if self.powered else None,
+            "shell_pid": None,
+        }
+        status.update(self.handler.status())
+        return status
+
+    # -- transitions (called by the stages) --------------------------------------
+
+    def start_kernel(self) -> None:
+        self._switch(KernelStage(self))
+
+    def start_userspace(self) -> None:
+        """After the kernel, or when a shell ends: a login prompt or a shell."""
+        if self.config.no_login:
+            self.start_shell()
+        else:
+            self._switch(LoginStage(self))
+
+    def start_shell(self) -> None:
+        self._switch(ShellStage(self))
+
+    def hang(self, where: str) -> None:
+        self._switch(DeadStage(self, f"hang at {where}"))
+
+    def panic(
+        self, reason: str, *, preamble: list[str] | None = None, pid: int = 1, comm: str = "init"
+    ) -> None:
+        """Print a kernel panic and die (the shell is killed first)."""
+        self._switch(DeadStage(self, "panic"))
+        if self.last_byte != LF:
+            self.emit(CRLF)
+        stamp = text.timestamp(self.uptime())
+        lines = text.panic_lines(reason, preamble=preamble, pid=pid, comm=comm)
+        self.emit(b"".join(f"{stamp} {line}".encode() + CRLF for line in lines))
+
+    def _switch(self, handler: StageHandler) -> None:
+        old = self.handler
+        old.active = False
+        old.leave()
+        self.handler = handler
+        handler.active = True
+        handler.enter()
+
+    # -- console -------------------------------------------------------------------
+
+    def emit(self, data: bytes) -> None:
+        if data:
+            self.last_byte = data[-1]
+            self.line.send(data)
+
+    def input(self, data: bytes) -> None:
+        self.handler.input(data)
+
+    def _drained(self) -> None:
+        self.handler.drained()
+
+
+# -- the shell process ------------------------------------------------------------
+
+
+def shell_argv(path: str) -> list[str]:
+    name = os.path.basename(path)
+    if name == "bash":
+        # no rc files: they would replace PS1
+        return [path, "--norc", "--noprofile", "-i"]
+    return [path, "-i"]
+
+
+def shell_env(config: SimConfig, path_prefix: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    if path_prefix:
+        env["PATH"] = path_prefix + os.pathsep + env.get("PATH", os.defpath)
+    for name in ("ENV", "BASH_ENV", "PROMPT_COMMAND", "PS0"):
+        env.pop(name, None)
+    env["PS1"] = config.effective_prompt
+    env["TERM"] = "dumb"
+    env["HISTFILE"] = "/dev/null"
+    return env
+
+
+def spawn_shell(config: SimConfig, path_prefix: str | None = None) -> tuple[int, int]:
+    """Start the shell in a new pty and session; return (pid, pty master)."""
+    path = config.resolve_shell()
+    if path is None:
+        raise FileNotFoundError(f"shell {config.shell!r} not found")
+    argv = shell_argv(path)
+    env = shell_env(config, path_prefix)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a session leader with the pty as its terminal
+        try:
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+            os.execve(path, argv, env)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.write(2, f"sim: cannot run {path}: {exc}\r\n".encode())
+        os._exit(127)
+    os.set_blocking(fd, False)
+    if os.path.basename(path) in ("bash", "zsh"):
+        # line-editing shells mangle the echo of long lines on a narrow
+        # terminal; a serial console reports 0x0, which they read as 80.
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 1000, 0, 0))
+    return pid, fd
+
+
+def session_members(sid: int) -> list[int]:
+    """Processes in session `sid` (the shell's, which the simulator created)."""
+    members = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(b")") + 2 :].split()
+            # fields: state ppid pgrp session ...
+            if len(fields) > 3 and int(fields[3]) == sid:
+                members.append(int(entry.name))
+    return members
+
+
+def kill_session(pid: int) -> None:
+    """SIGKILL the shell, its process group and the rest of its session.
+
+    The shell is a child of ours that we have not reaped, so its pid (which is
+    also its process group and session id) cannot have been reused.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+    me = os.getpid()
+    for member in session_members(pid):
+        if member != me:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(member, signal.SIGKILL)
