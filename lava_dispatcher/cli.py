@@ -244,17 +244,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from lava_dispatcher.parser import load_job_definition
 
+    warnings: list[str] = []
     try:
         if args.device is not None:
-            load_inputs(args.job, args.device, "0", args.dispatcher)
+            warnings = load_inputs(args.job, args.device, "0", args.dispatcher).warnings
         else:
-            load_job_definition(_read_text(args.job, "job definition"), str(args.job))
+            load_job_definition(
+                _read_text(args.job, "job definition"), str(args.job), warnings=warnings
+            )
     except InvalidInput as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID
     except LAVAError as exc:
         print(f"{args.job}: {exc}" if str(args.job) not in str(exc) else str(exc), file=sys.stderr)
         return EXIT_INVALID
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.job}: valid")
     return 0
 

@@ -88,6 +88,8 @@ class Job:
         self.output_dir = output_dir
         self.results: list[dict[str, Any]] = []
         self.ctx: RunContext | None = None
+        #: problems that did not stop the job (a repeated key in its YAML...)
+        self.warnings: list[str] = []
 
     @property
     def job_id(self) -> str:
@@ -130,6 +132,8 @@ class Job:
         ctx.result_observers.append(self._on_result)
         self.ctx = ctx
         self.manager.hook.lava_job_started(job=self)
+        for warning in self.warnings:
+            logger.warning(warning)
         ctx.record_result({"definition": "lava", "case": "validate", "result": "pass"})
 
         error: BaseException | None = None
@@ -138,7 +142,7 @@ class Job:
                 for protocol in self.protocols:
                     protocol.set_up(ctx)
                 self.pipeline.run(ctx)
-        except BaseException as exc:  # noqa: BLE001 - every failure becomes an outcome
+        except BaseException as exc:
             error = exc
 
         error = self._clean_up(ctx, error)
@@ -154,18 +158,18 @@ class Job:
         with ctx.job_deadline(CLEANUP_TIMEOUT):
             try:
                 self.pipeline.cleanup(ctx)
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 ctx.logger.error(f"cleanup failed: {exc}")
                 error = error or exc
             if finalize is not None and not getattr(finalize, "ran", True):
                 try:
                     self.pipeline.run_action(finalize, ctx)
-                except BaseException as exc:  # noqa: BLE001
+                except BaseException as exc:
                     error = error or exc
             for protocol in self.protocols:
                 try:
                     protocol.finalise(ctx)
-                except BaseException as exc:  # noqa: BLE001
+                except BaseException as exc:
                     ctx.logger.error(f"protocol {protocol.name}: finalise failed: {exc}")
                     error = error or exc
             # whatever a failed finalize left behind is still released

@@ -16,7 +16,7 @@ byte-for-byte what PyYAML would (a test checks that with hypothesis).
 
 from __future__ import annotations
 
-import datetime
+import math
 import re
 import sys
 import threading
@@ -88,14 +88,37 @@ def _escape_char(match: re.Match[str]) -> str:
 
 def quote(text: str) -> str:
     """``text`` as PyYAML writes a double-quoted scalar (ASCII-only output)."""
+    # printable ASCII without quote or backslash needs no escape: most lines
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return '"' + text + '"'
     return '"' + _NEEDS_ESCAPE.sub(_escape_char, text) + '"'
 
 
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def timestamp(when: float | None = None) -> str:
-    """UTC ISO-8601, as LAVA writes ``dt``."""
+    """UTC ISO-8601, as LAVA writes ``dt`` (``datetime.isoformat()``'s form).
+
+    Console lines arrive many per second: the date and time part is cached
+    per second, only the microseconds are formatted per line.
+    """
+    global _second_cache
     if when is None:
         when = time.time()
-    return datetime.datetime.fromtimestamp(when, datetime.UTC).isoformat()
+    # round the fraction alone, half to even, as datetime.fromtimestamp does
+    frac, whole = math.modf(when)
+    fraction = round(frac * 1_000_000)
+    second = int(whole)
+    if fraction >= 1_000_000:
+        second, fraction = second + 1, fraction - 1_000_000
+    cached_second, text = _second_cache
+    if second != cached_second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_cache = (second, text)
+    if fraction:
+        return f"{text}.{fraction:06d}+00:00"
+    return text + "+00:00"
 
 
 def dump_record(record: Mapping[str, Any]) -> str:
@@ -119,6 +142,11 @@ def dump_record(record: Mapping[str, Any]) -> str:
     return line
 
 
+#: messages up to this long cannot outgrow MAX_LINE even fully escaped (x10)
+_FAST_PATH_MAX = 8000
+#: levels written in batches: the console's own lines, which come in floods
+_BATCHED = frozenset({"target", "feedback"})
+
 Observer = Callable[[str, Any, str], None]
 """Called with (level, msg, dt) for every record: live progress, events."""
 
@@ -140,8 +168,8 @@ class JobLogger:
 
     # sinks -----------------------------------------------------------------
     def add_file(self, path: str | Path) -> None:
-        """Append records to ``path`` as a YAML list (``- `` prefix), line-buffered."""
-        stream = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in close()
+        """Append records to ``path`` as a YAML list (``- `` prefix)."""
+        stream = open(path, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115 - closed in close()
         self._sinks.append((stream, "- ", True))
 
     def add_stream(self, stream: IO[str], prefix: str = "") -> None:
@@ -172,19 +200,36 @@ class JobLogger:
         self, level: str, msg: Any, *, when: float | None = None, ns: str | None = None
     ) -> None:
         dt = timestamp(when)
-        record: dict[str, Any] = {"dt": dt, "lvl": level, "msg": msg}
-        if ns is not None and level == "feedback":
-            record["ns"] = ns
-        line = dump_record(record)
+        if isinstance(msg, str) and ns is None and len(msg) < _FAST_PATH_MAX:
+            # the common case (console lines), formatted directly: dt and the
+            # level are plain ASCII, so only the message needs quoting
+            line = f'{{"dt": "{dt}", "lvl": "{level}", "msg": {quote(msg)}}}'
+        else:
+            record: dict[str, Any] = {"dt": dt, "lvl": level, "msg": msg}
+            if ns is not None and level == "feedback":
+                record["ns"] = ns
+            line = dump_record(record)
         for secret in self._secrets:
-            line = line.replace(secret, MASK)
+            if secret in line:
+                line = line.replace(secret, MASK)
         with self._lock:
             self.line += 1
             self.records_by_level[level] = self.records_by_level.get(level, 0) + 1
             for stream, prefix, _owned in self._sinks:
                 stream.write(f"{prefix}{line}\n")
+            # console lines are flushed in batches (flush() when a console goes
+            # quiet); everything else reaches the files at once
+            if level not in _BATCHED:
+                for stream, _prefix, _owned in self._sinks:
+                    stream.flush()
         for observer in self._observers:
             observer(level, msg, dt)
+
+    def flush(self) -> None:
+        """Write out buffered console lines (called when a console goes quiet)."""
+        with self._lock:
+            for stream, _prefix, _owned in self._sinks:
+                stream.flush()
 
     def debug(self, msg: Any) -> None:
         self.log("debug", msg)

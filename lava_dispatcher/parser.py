@@ -17,7 +17,7 @@ import pluggy
 
 from lava_dispatcher import plugins
 from lava_dispatcher.actions.power import FinalizeAction
-from lava_dispatcher.actions.strategy import Strategy, describe_refusals
+from lava_dispatcher.actions.strategy import SELECTOR, Strategy, describe_refusals
 from lava_dispatcher.devices import Device
 from lava_dispatcher.errors import InvalidJobError, JobError
 from lava_dispatcher.job import Job
@@ -29,10 +29,20 @@ SECTIONS = ("deploy", "boot", "test", "command")
 
 
 def load_job_definition(
-    text: str, source: str = "job", manager: pluggy.PluginManager | None = None
+    text: str,
+    source: str = "job",
+    manager: pluggy.PluginManager | None = None,
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Parse and validate job YAML; InvalidJobError names what is wrong."""
-    data = load_yaml(text, source)
+    """Parse and validate job YAML; InvalidJobError names what is wrong.
+
+    A key repeated with another value is accepted (the last one wins, as in
+    LAVA, so existing jobs keep working) and described in ``warnings``.
+    """
+    duplicates: list[str] = []
+    data = load_yaml(text, source, allow_duplicates=True, duplicates=duplicates)
+    if warnings is not None:
+        warnings.extend(f"{source}: {d}" for d in duplicates)
     return validate_job(data, method_schemas=plugins.method_schemas(manager))
 
 
@@ -53,7 +63,8 @@ def select_strategy(
         else:
             refusals.append((strategy.name or strategy.__name__, why))
     if not accepted:
-        raise JobError(describe_refusals(section, refusals))
+        method = parameters.get(SELECTOR[section]) if section in SELECTOR else None
+        raise JobError(describe_refusals(section, method, refusals))
     return max(accepted, key=lambda s: s.priority)
 
 
@@ -92,8 +103,13 @@ def build_job(
 
     blocks = []
     stages: dict[str, int] = {}
-    for index, item in enumerate(definition["actions"]):
-        section, block = next(iter(item.items()))
+    # an item may hold several sections; LAVA runs each of them, in order
+    items = [
+        (index, section, block)
+        for index, item in enumerate(definition["actions"])
+        for section, block in item.items()
+    ]
+    for index, section, block in items:
         if section not in SECTIONS:
             raise InvalidJobError(
                 f"actions[{index}]: unknown action {section!r}; expected one of {', '.join(SECTIONS)}",
@@ -106,6 +122,8 @@ def build_job(
         try:
             strategy = select_strategy(strategies, section, device, params)
         except JobError as exc:
+            raise JobError(f"actions[{index}].{section}: {exc}") from exc
+        except NotImplementedError as exc:
             raise JobError(f"actions[{index}].{section}: {exc}") from exc
         if section == "test":
             settings.test_info.setdefault(namespace, []).append((strategy, params))
@@ -138,8 +156,9 @@ def parse_job(
     output_dir: Path | None = None,
     manager: pluggy.PluginManager | None = None,
 ) -> Job:
-    definition = load_job_definition(text, source, manager)
-    return build_job(
+    warnings: list[str] = []
+    definition = load_job_definition(text, source, manager, warnings)
+    job = build_job(
         definition,
         device,
         job_id,
@@ -147,3 +166,5 @@ def parse_job(
         output_dir=output_dir,
         manager=manager,
     )
+    job.warnings = warnings
+    return job

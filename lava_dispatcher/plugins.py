@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pluggy
 
@@ -73,7 +73,8 @@ def device_type_sources(manager: pluggy.PluginManager | None = None) -> list[tup
     sources: list[tuple[str, Path]] = []
     # pluggy calls the most recently registered plugin first: reverse that
     for impl in reversed(manager.hook.lava_device_type_dirs.get_hookimpls()):
-        for directory in impl.function() or ():
+        directories = cast("Iterable[Any]", impl.function() or ())
+        for directory in directories:
             sources.append((impl.plugin_name, Path(directory)))
     return sources
 

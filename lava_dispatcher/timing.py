@@ -41,7 +41,7 @@ def parse_timeout(data: Mapping[str, Any] | None, default: float = DEFAULT_ACTIO
 
 def format_duration(seconds: float) -> str:
     """``HH:MM:SS`` as LAVA prints timeouts in ``start:`` log lines."""
-    whole = int(round(seconds))
+    whole = round(seconds)
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours:02d}:{minutes:02d}:{secs:02d}"
@@ -146,9 +146,8 @@ class Interrupter:
                 waker()
             yield
         finally:
-            with self._lock:
-                with contextlib.suppress(ValueError):
-                    self._wakers.remove(waker)
+            with self._lock, contextlib.suppress(ValueError):
+                self._wakers.remove(waker)
 
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` unless interrupted first (then raise the interrupt)."""

@@ -18,6 +18,7 @@ from lava_dispatcher.console.expect import ExpectMatch, ExpectTimeout
 from lava_dispatcher.console.watchers import KernelMessage, KernelMessageWatcher
 from lava_dispatcher.data import Key
 from lava_dispatcher.errors import ConfigurationError, InfrastructureError, JobError
+from lava_dispatcher.hostcmd import host_environment
 from lava_dispatcher.pipeline import Action, RunContext
 
 #: how a console is left politely before its process is ended, per tag
@@ -95,6 +96,22 @@ def console_spec(device: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[s
     )
 
 
+class LogFlusher:
+    """A console watcher that writes out the log's buffered lines when the console goes quiet."""
+
+    def __init__(self, logger: Any) -> None:
+        self.logger = logger
+
+    def feed(self, line: str, ts: float) -> None:
+        pass
+
+    def idle(self, now: float) -> None:
+        self.logger.flush()
+
+    def flush(self) -> None:
+        self.logger.flush()
+
+
 def line_logger(ctx: RunContext, namespace: str) -> Any:
     """Log a console line as target (own namespace running) or feedback."""
     logger = ctx.logger
@@ -118,7 +135,7 @@ def open_connection(
 ) -> Connection:
     """Open a console, start its reader and register its release at finalize."""
     try:
-        transport = open_transport(spec)
+        transport = open_transport(spec, env=host_environment())
     except ValueError as exc:
         raise ConfigurationError(f"commands.connections.{name}: {exc}") from exc
     except OSError as exc:
@@ -140,7 +157,7 @@ def open_connection(
         name=name,
         on_line=line_logger(ctx, namespace),
         on_input=ctx.logger.input,
-        watchers=[watcher],
+        watchers=[watcher, LogFlusher(ctx.logger)],
         interrupter=ctx.interrupter,
     )
     console.start()

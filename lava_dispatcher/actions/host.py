@@ -26,7 +26,7 @@ def run_device_command(
     """
     argv = hostcmd.split_command(command)
     shown = shlex.join(argv)
-    ctx.logger.debug(f"{what}: {shown}")
+    ctx.logger.debug(f"running: {shown}")
     try:
         result = hostcmd.run(
             argv,

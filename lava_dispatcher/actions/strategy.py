@@ -60,6 +60,10 @@ class Strategy:
         return False
 
 
-def describe_refusals(section: str, refusals: list[tuple[str, str]]) -> str:
-    lines = "; ".join(f"{name}: {why}" for name, why in refusals) or "no strategies installed"
-    return f"no {section} strategy accepts this block ({lines})"
+def describe_refusals(section: str, method: object, refusals: list[tuple[str, str]]) -> str:
+    """Why a block found no strategy: each refusal, or that none is installed."""
+    what = f"{section} {SELECTOR.get(section, 'kind')} {method!r}" if method else section
+    if not refusals:
+        return f"no {section} strategy is installed, so {what} cannot run here"
+    reasons = "; ".join(f"{name}: {why}" for name, why in refusals)
+    return f"no {section} strategy accepts {what} ({reasons})"

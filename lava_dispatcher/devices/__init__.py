@@ -28,7 +28,7 @@ def lava_device_type_dirs() -> list[Path]:
     return [DEVICE_TYPES_DIR]
 
 
-class Device(dict):  # type: ignore[type-arg]
+class Device(dict[str, Any]):
     """A loaded, validated device dictionary (a plain dict, as actions expect)."""
 
     path: Path | None = None
@@ -53,11 +53,24 @@ class Device(dict):  # type: ignore[type-arg]
         return name in methods
 
 
+_TIMEOUT_KEYS = frozenset({"days", "hours", "minutes", "seconds", "skip"})
+
+
+def _is_timeout(value: Any) -> bool:
+    return isinstance(value, Mapping) and bool(value) and set(value) <= _TIMEOUT_KEYS
+
+
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``override`` over ``base``: mappings merge key by key, anything else replaces."""
+    """``override`` over ``base``: mappings merge key by key, anything else replaces.
+
+    A timeout (``{seconds: 30}``) is one value, not a mapping to merge: an
+    override in other units replaces the base's rather than adding to it.
+    """
     merged = copy.deepcopy(dict(base))
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+        if _is_timeout(value):
+            merged[key] = copy.deepcopy(value)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
@@ -81,7 +94,8 @@ def _read(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidDeviceError(f"cannot read device file {path}: {exc.strerror}") from exc
-    return load_yaml(text, str(path), error=InvalidDeviceError)
+    # LAVA's own rendered device files may repeat a key (last one wins there)
+    return load_yaml(text, str(path), error=InvalidDeviceError, allow_duplicates=True)
 
 
 def resolve(data: Any, source: str, type_dirs: Sequence[Path], chain: tuple[str, ...] = ()) -> Any:

@@ -94,3 +94,42 @@ def test_concurrent_writers_never_interleave_lines(tmp_path) -> None:
     for tag in "abcd":
         numbers = [int(r["msg"].split()[1]) for r in records if r["msg"].startswith(tag)]
         assert numbers == list(range(2000))
+
+
+@settings(max_examples=300)
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
+def test_timestamps_match_datetime_isoformat(when: float) -> None:
+    import datetime
+
+    from lava_dispatcher.log import timestamp
+
+    expected = datetime.datetime.fromtimestamp(when, datetime.UTC).isoformat()
+    assert timestamp(when) == expected
+
+
+def test_console_lines_are_batched_but_reach_the_file_on_flush(tmp_path) -> None:
+    path = tmp_path / "logs.yaml"
+    logger = JobLogger()
+    logger.add_file(path)
+    logger.target("console line")
+    logger.flush()
+    assert "console line" in path.read_text()
+    logger.target("another")
+    logger.info("an action record flushes what came before it")
+    assert "another" in path.read_text()
+    logger.close()
+
+
+@settings(max_examples=300)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80))
+def test_logged_lines_equal_the_reference_format(text: str) -> None:
+    import io
+
+    stream = io.StringIO()
+    logger = JobLogger()
+    logger.add_stream(stream)
+    logger.target(text, when=1_700_000_000.5)
+    expected = pyyaml_line(
+        {"dt": "2023-11-14T22:13:20.500000+00:00", "lvl": "target", "msg": text}, yaml.SafeDumper
+    )
+    assert stream.getvalue() == expected + "\n"

@@ -200,7 +200,7 @@ def test_the_expired_deadline_is_the_one_named(ctx: RunContext) -> None:
 def test_job_deadline(ctx: RunContext) -> None:
     pipeline = Pipeline(ctx.job)
     pipeline.add_action(Sleeper(30), {"timeout": {"seconds": 20}})
-    with ctx.job_deadline(0.5), pytest.raises(JobError, match="job timed out after 0.5 seconds"):
+    with ctx.job_deadline(0.5), pytest.raises(JobError, match=r"job timed out after 0\.5 seconds"):
         pipeline.run(ctx)
 
 
