@@ -299,3 +299,30 @@ def test_action_names_must_be_kebab_case() -> None:
 
     with pytest.raises(LAVABug):
         Bad()
+
+
+def test_protocol_requests_run_at_the_start_of_the_named_action(ctx: RunContext) -> None:
+    from lava_dispatcher.protocols import Protocol
+
+    calls: list[tuple[str, str, int]] = []
+    log: list[str] = []
+
+    class Fake(Protocol):
+        name = "fake-proto"
+
+        def run_request(self, request: Any, action: Action, ctx: RunContext) -> None:
+            calls.append((action.name, request["request"], len(log)))
+
+    block = {"protocols": {"fake-proto": [
+        {"action": "recorder", "request": "lava-send"},
+        {"action": "no-such-action", "request": "lava-wait"},
+    ]}}
+    assert Fake.accepts({"protocols": {"fake-proto": {}}})
+    assert not Fake.accepts({"protocols": {}})
+    ctx.hooks.append(Fake({}, "7"))
+    pipeline = Pipeline(ctx.job)
+    pipeline.add_action(Wrapper(Recorder(log)), block)
+    pipeline.run(ctx)
+    # once, for the action of that name, before it ran (log was still empty)
+    assert calls == [("recorder", "lava-send", 0)]
+    assert log == ["run 1.1"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Console reader throughput on a 20 MB burst with a trivial on_line.
 
-    .venv/bin/python tests/console/bench_reader.py [MEGABYTES]
+    .venv/bin/python bench/bench_reader.py [MEGABYTES]
 
 Prints three figures: the raw ceiling of the pty (os.read in a tight loop,
 no decoding), the reader over the same kind of pty (a process writing the
@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lava_dispatcher.console import ConsoleReader, ProcessTransport, TransportClosed, expect
 
