@@ -75,13 +75,15 @@ def load_inputs(
     output_dir: Path | None = None,
 ) -> Any:
     """Load, validate and build the job; InvalidInput for anything wrong."""
+    from lava_dispatcher import plugins
+    from lava_dispatcher.builtin_plugins import get_manager
     from lava_dispatcher.devices import load_device
     from lava_dispatcher.parser import parse_job
 
     job_text = _read_text(job_path, "job definition")
     dispatcher = load_dispatcher_config(dispatcher_path)
     try:
-        device = load_device(device_path)
+        device = load_device(device_path, plugins.device_type_dirs(get_manager()))
         job = parse_job(
             job_text,
             device,
@@ -292,9 +294,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     from lava_dispatcher import plugins
+    from lava_dispatcher.builtin_plugins import get_manager
     from lava_dispatcher.devices import find_device_type
 
-    sources = plugins.device_type_sources()
+    manager = get_manager()
+    sources = plugins.device_type_sources(manager)
     dirs = [d for _n, d in sources]
     rows = []
     for plugin_name, directory in sources:
@@ -311,7 +315,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
             print(f"{name:24} {origin}")
     if args.verbose:
         print()
-        for strategy in plugins.strategies():
+        for strategy in plugins.strategies(manager):
             print(f"{strategy.section:8} {strategy.name:20} {strategy.__module__}")
     return 0
 

@@ -10,7 +10,6 @@ A key may carry a label (the downloaded file *for label* ``kernel``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast, overload
 
@@ -65,18 +64,8 @@ class NamespaceData:
                 f"no {what} in namespace {self.namespace!r}: no earlier action provided it"
             ) from None
 
-    def has(self, key: Key[Any], label: str = "") -> bool:
-        return (key, label) in self._values
-
     def pop(self, key: Key[T], label: str = "") -> T | None:
         return cast("T | None", self._values.pop((key, label), None))
-
-    def labels(self, key: Key[Any]) -> list[str]:
-        return [label for (k, label) in self._values if k == key]
-
-    def items(self) -> Iterator[tuple[Key[Any], str, Any]]:
-        for (key, label), value in self._values.items():
-            yield key, label, value
 
 
 class SharedData:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -164,7 +163,6 @@ class JobLogger:
         self._secrets: list[str] = []
         self._markers: dict[str, dict[str, int]] = {}
         self.line = 0
-        self.records_by_level: dict[str, int] = {}
 
     # sinks -----------------------------------------------------------------
     def add_file(self, path: str | Path) -> None:
@@ -214,7 +212,6 @@ class JobLogger:
                 line = line.replace(secret, MASK)
         with self._lock:
             self.line += 1
-            self.records_by_level[level] = self.records_by_level.get(level, 0) + 1
             for stream, prefix, _owned in self._sinks:
                 stream.write(f"{prefix}{line}\n")
             # console lines are flushed in batches (flush() when a console goes
@@ -280,11 +277,6 @@ class JobLogger:
             record["endtc"] = markers.get("end_test_case", single)
         self.log("results", record)
         return record
-
-
-def write_stderr_records(logger: JobLogger) -> None:
-    """lava-run without a server prints bare records to stderr, as LAVA does."""
-    logger.add_stream(sys.stderr)
 
 
 def read_records(lines: Iterable[str]) -> list[dict[str, Any]]:

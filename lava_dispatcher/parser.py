@@ -18,6 +18,7 @@ import pluggy
 from lava_dispatcher import plugins
 from lava_dispatcher.actions.power import FinalizeAction
 from lava_dispatcher.actions.strategy import SELECTOR, Strategy, describe_refusals
+from lava_dispatcher.builtin_plugins import get_manager
 from lava_dispatcher.devices import Device
 from lava_dispatcher.errors import InvalidJobError, JobError
 from lava_dispatcher.job import Job
@@ -43,7 +44,7 @@ def load_job_definition(
     data = load_yaml(text, source, allow_duplicates=True, duplicates=duplicates)
     if warnings is not None:
         warnings.extend(f"{source}: {d}" for d in duplicates)
-    return validate_job(data, method_schemas=plugins.method_schemas(manager))
+    return validate_job(data, method_schemas=plugins.method_schemas(manager or get_manager()))
 
 
 def select_strategy(
@@ -91,7 +92,7 @@ def build_job(
     manager: pluggy.PluginManager | None = None,
 ) -> Job:
     """Select a strategy for every block and build the pipeline (nothing runs)."""
-    manager = manager or plugins.get_manager()
+    manager = manager or get_manager()
     settings = JobSettings(
         job_id=str(job_id),
         parameters=definition,

@@ -528,11 +528,6 @@ class RunContext:
             message += f"; {detail}"
         return exc_class(message)
 
-    def check_deadline(self) -> None:
-        self.interrupter.check()
-        if self.deadline().expired():
-            raise self.timeout_error()
-
     def sleep(self, seconds: float) -> None:
         """Pause (never past the deadline); raises at once on cancel or a console fault."""
         left = self.remaining()
@@ -550,9 +545,6 @@ class RunContext:
     def add_finalizer(self, name: str, release: Callable[[], None]) -> None:
         """Something to release at the end of the job (a console, a process)."""
         self._finalizers.append((name, release))
-
-    def remove_finalizer(self, release: Callable[[], None]) -> None:
-        self._finalizers = [(n, r) for n, r in self._finalizers if r is not release]
 
     def run_finalizers(self) -> list[str]:
         """Release everything, newest first; returns what failed to release."""

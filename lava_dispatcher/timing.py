@@ -94,10 +94,6 @@ class Interrupter:
         self._pending: list[BaseException] = []
         self._wakers: list[Waker] = []
 
-    @property
-    def canceled(self) -> BaseException | None:
-        return self._sticky
-
     def cancel(self, exc: BaseException) -> None:
         with self._lock:
             if self._sticky is None:

@@ -8,9 +8,6 @@ from lava_dispatcher import hostcmd
 from lava_dispatcher.errors import InfrastructureError, LAVAError
 from lava_dispatcher.pipeline import RunContext
 
-#: at most this much of a failed command's output goes into the error message
-_TAIL_LINES = 5
-
 
 def run_device_command(
     ctx: RunContext,
@@ -39,7 +36,7 @@ def run_device_command(
     except hostcmd.CommandTimeout as exc:
         raise ctx.timeout_error(f"'{shown}' was still running") from exc
     if result.returncode != 0:
-        tail = "\n".join(result.output.splitlines()[-_TAIL_LINES:])
+        tail = result.last_lines
         detail = f": {tail}" if tail else ""
         raise error(f"{what}: '{shown}' failed with exit status {result.returncode}{detail}")
     return result

@@ -135,13 +135,15 @@ def resolve(data: Any, source: str, type_dirs: Sequence[Path], chain: tuple[str,
 def load_device_data(
     data: Any, source: str = "device", type_dirs: Sequence[Path] | None = None
 ) -> Device:
-    """Resolve ``extends``, validate, and wrap ``data`` (already parsed YAML)."""
+    """Resolve ``extends``, validate, and wrap ``data`` (already parsed YAML).
+
+    ``type_dirs`` are where ``extends:`` looks (the plugin manager's
+    ``device_type_dirs``); without them, only the built-in device types.
+    """
     from lava_dispatcher.schemas import validate_device
 
     if type_dirs is None:
-        from lava_dispatcher.plugins import device_type_dirs
-
-        type_dirs = device_type_dirs()
+        type_dirs = [DEVICE_TYPES_DIR]
     merged = resolve(data, source, type_dirs)
     try:
         valid = validate_device(merged)

@@ -1,0 +1,29 @@
+"""The dispatcher's own plugins, and the process-wide plugin manager.
+
+This is the composition root: it names the built-in modules (strategies,
+device types, result writers), which register through the same hooks as
+third-party plugins, the way pytest lists its default plugins. It sits at
+the top of the layers, next to the parser and the CLI.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pluggy
+
+from lava_dispatcher.plugins import new_manager
+
+BUILTIN_PLUGINS = (
+    "lava_dispatcher.devices",
+    "lava_dispatcher.actions.boot.minimal",
+    "lava_dispatcher.actions.test.interactive",
+    "lava_dispatcher.actions.command",
+    "lava_dispatcher.results",
+)
+
+
+@functools.cache
+def get_manager() -> pluggy.PluginManager:
+    """Built-ins plus installed plugins; one per process (one job per process)."""
+    return new_manager(BUILTIN_PLUGINS)
