@@ -3,6 +3,7 @@
 sim run [knobs]                         the board on stdin/stdout, powered on now
 sim serve --control DIR [--pty LINK] [--tcp PORT] [--detach] [knobs]
 sim power on|off|reset|status --control DIR
+sim flash --control DIR --ramdisk FILE  the initramfs a served board boots next
 sim stop --control DIR
 """
 
@@ -10,20 +11,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from lava_dispatcher.sim.config import ConfigError, SimConfig, add_knob_arguments
 from lava_dispatcher.sim.control import ControlError, request
 from lava_dispatcher.sim.daemon import SimError, run_stdio, serve
+from lava_dispatcher.sim.namespace import BoardError
 
 PROG = "lava-dispatch sim"
 
 DESCRIPTION = """\
 Simulated devices under test: a board that prints a Linux boot log and a
 login prompt on its console, then runs a real shell (on this host, with your
-rights) whose echo and output come back with CR LF line endings, like a
-serial console. Faults can be injected: kernel panics, hangs, lost or
-garbled characters, a slow baud rate, floods of output.
+rights, or with --rootfs/--ramdisk chrooted into the board's own root file
+system in namespaces of its own) whose echo and output come back with CR LF
+line endings, like a serial console. Faults can be injected: kernel panics,
+hangs, lost or garbled characters, a slow baud rate, floods of output.
 """
 
 
@@ -97,6 +101,27 @@ def build_parser(
     )
     subs["power"] = power
 
+    flash = commands.add_parser(
+        "flash",
+        help="give a served board the ramdisk to boot at its next power-on",
+        description="Copy FILE into the daemon's control directory as the board's "
+        "ramdisk: from the next power-on (or reboot) on, the board unpacks it as its "
+        "initramfs and runs its shell there. This is what a device's flash or deploy "
+        "command calls.",
+    )
+    flash.add_argument(
+        "--control", required=True, metavar="DIR", help="the daemon's control directory"
+    )
+    flash.add_argument("--ramdisk", required=True, metavar="FILE", help="the initramfs to boot")
+    flash.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up after this long (default: %(default)s)",
+    )
+    subs["flash"] = flash
+
     stop = commands.add_parser("stop", help="stop a daemon (powers its board off)")
     stop.add_argument(
         "--control", required=True, metavar="DIR", help="the daemon's control directory"
@@ -168,10 +193,18 @@ def main(argv: list[str] | None = None) -> int:
                 done = "" if reply.get("changed", True) else " (no change)"
                 print(f"power {args.action}{done}: {_describe(status)}")
             return 0
+        if args.command == "flash":
+            path = os.path.abspath(args.ramdisk)
+            if not os.path.isfile(path):
+                print(f"{PROG} flash: {args.ramdisk}: no such file", file=sys.stderr)
+                return 1
+            reply = request(args.control, {"op": "flash", "ramdisk": path}, args.timeout)
+            print(f"flashed {args.ramdisk} ({reply['size']} bytes): boots at the next power-on")
+            return 0
         if args.command == "stop":
             request(args.control, {"op": "stop"}, args.timeout)
             return 0
-    except (SimError, ConfigError, ControlError, OSError) as exc:
+    except (SimError, BoardError, ConfigError, ControlError, OSError) as exc:
         print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
         return 1
     return 2

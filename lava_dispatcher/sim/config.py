@@ -34,6 +34,9 @@ class SimConfig:
     no_login: bool = False
     prompt: str | None = None
     shell: str = "/bin/sh"
+    # root file system (default: the shell runs on the host)
+    rootfs: str | None = None
+    ramdisk: str | None = None
     # faults
     panic_after: float | None = None
     panic_on: str | None = None
@@ -44,6 +47,18 @@ class SimConfig:
     baud: int | None = None
     burst_mb: float | None = None
     burst_after: float = 0.0
+
+    def __post_init__(self) -> None:
+        # a daemon or a child process may run elsewhere: keep paths absolute
+        for name in ("rootfs", "ramdisk"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, os.path.abspath(os.fspath(value)))
+
+    @property
+    def root_mode(self) -> bool:
+        """The shell runs in the board's own root file system."""
+        return self.rootfs is not None or self.ramdisk is not None
 
     @property
     def effective_prompt(self) -> str:
@@ -92,7 +107,17 @@ class SimConfig:
             raise ConfigError("--drop-rate plus --garble-rate must not exceed 1")
         if self.burst_after and self.burst_mb is None:
             raise ConfigError("--burst-after needs --burst-mb")
-        if self.resolve_shell() is None:
+        if self.rootfs is not None and self.ramdisk is not None:
+            raise ConfigError("--rootfs and --ramdisk: give one root file system, not both")
+        if self.rootfs is not None and not os.path.isdir(self.rootfs):
+            raise ConfigError(f"--rootfs: {self.rootfs!r} is not a directory")
+        if self.ramdisk is not None and not os.path.isfile(self.ramdisk):
+            raise ConfigError(f"--ramdisk: {self.ramdisk!r} is not a file")
+        if self.root_mode:
+            # the shell is looked for inside the root file system, at boot
+            if not self.shell:
+                raise ConfigError("--shell: must not be empty")
+        elif self.resolve_shell() is None:
             raise ConfigError(f"--shell: {self.shell!r} is not an executable program")
 
     def resolve_shell(self) -> str | None:
@@ -171,7 +196,27 @@ def add_knob_arguments(parser: argparse.ArgumentParser) -> None:
         help="shell prompt, PS1 (default: '<user>@<hostname>:~# ')",
     )
     board.add_argument(
-        "--shell", default=d.shell, help="shell run after login, on the host (default: %(default)s)"
+        "--shell",
+        default=d.shell,
+        help="shell run after login, on the host or in the root file system "
+        "(default: %(default)s)",
+    )
+    root = parser.add_argument_group(
+        "root file system (default: the shell runs on the host, with your rights)"
+    )
+    root.add_argument(
+        "--rootfs",
+        default=None,
+        metavar="DIR",
+        help="run the shell chrooted into DIR (which has /bin/sh), in new PID, mount, "
+        "UTS and IPC namespaces (and a user namespace when not root)",
+    )
+    root.add_argument(
+        "--ramdisk",
+        default=None,
+        metavar="FILE",
+        help="at every power-on, unpack the initramfs FILE (cpio newc, compressed or "
+        "not, segments one after the other) into a fresh root and run the shell there",
     )
     faults = parser.add_argument_group("faults")
     faults.add_argument(

@@ -6,8 +6,10 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,6 +26,7 @@ from lava_dispatcher.sim.control import (
 from lava_dispatcher.sim.dut import SimDUT
 from lava_dispatcher.sim.line import FaultInjector, SerialLine
 from lava_dispatcher.sim.loop import EventLoop
+from lava_dispatcher.sim.namespace import BoardError
 from lava_dispatcher.sim.transports import (
     Console,
     FanoutConsole,
@@ -62,7 +65,10 @@ def run_stdio(config: SimConfig) -> int:
     dut: SimDUT | None = None
     try:
         dut = _make_dut(loop, config, console)
-        dut.power_on()
+        try:
+            dut.power_on()
+        except BoardError as exc:
+            raise SimError(f"power on: {exc}")
         loop.run()
     finally:
         if dut is not None:
@@ -201,6 +207,39 @@ def serve(
         readiness.close()
 
 
+FLASH_DIR = "flash"
+
+
+def _flash(board: SimDUT, control_dir: Path, source: object) -> dict[str, Any]:
+    """`sim flash --ramdisk FILE`: copy FILE into the control directory; the
+    board boots it from the next power-on (or reboot) on."""
+    if not isinstance(source, str) or not source:
+        return {"ok": False, "error": "flash: give the ramdisk's path"}
+    directory = control_dir / FLASH_DIR
+    target = directory / "ramdisk"
+    try:
+        directory.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".ramdisk.", dir=directory)
+        try:
+            with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        return {"ok": False, "error": f"flash: cannot copy {source}: {exc.strerror or exc}"}
+    board.flash(str(target))
+    return {
+        "ok": True,
+        "ramdisk": str(target),
+        "size": target.stat().st_size,
+        "status": board.status(),
+        "pid": os.getpid(),
+    }
+
+
 def _serve(
     config: SimConfig,
     control_dir: Path,
@@ -225,23 +264,28 @@ def _serve(
             op = message.get("op")
             if op == "power":
                 action = message.get("action")
-                if action == "on":
-                    changed = board.power_on()
-                elif action == "off":
-                    changed = board.power_off()
-                elif action == "reset":
-                    board.reset()
-                    changed = True
-                elif action == "status":
-                    changed = False
-                else:
-                    return {"ok": False, "error": f"unknown power action {action!r}"}
+                try:
+                    if action == "on":
+                        changed = board.power_on()
+                    elif action == "off":
+                        changed = board.power_off()
+                    elif action == "reset":
+                        board.reset()
+                        changed = True
+                    elif action == "status":
+                        changed = False
+                    else:
+                        return {"ok": False, "error": f"unknown power action {action!r}"}
+                except BoardError as exc:
+                    return {"ok": False, "error": f"power {action}: {exc}"}
                 return {
                     "ok": True,
                     "changed": changed,
                     "status": board.status(),
                     "pid": os.getpid(),
                 }
+            if op == "flash":
+                return _flash(board, control_dir, message.get("ramdisk"))
             if op == "status":
                 return {"ok": True, "status": board.status(), "pid": os.getpid()}
             if op == "stop":

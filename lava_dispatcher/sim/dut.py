@@ -20,11 +20,24 @@ bootloader is built in yet.
 
 The shell is a real program (`/bin/sh -i` by default) started in a pty the
 simulator owns, in a session of its own; its terminal echo and output are
-relayed to the console. It runs on the host with the rights of the user who
-started the simulator. Power commands never reach the host: a typed
-``reboot``/``poweroff``/``halt``/``shutdown`` line is taken off the input
-path, and the shell's PATH starts with shims of those commands (for scripts
-that call them); either way the simulated board reboots or powers off.
+relayed to the console. By default it runs on the host with the rights of
+the user who started the simulator. Power commands never reach the host: a
+typed ``reboot``/``poweroff``/``halt``/``shutdown`` line is taken off the
+input path, and the shell's PATH starts with shims of those commands (for
+scripts that call them); either way the simulated board reboots or powers
+off.
+
+Root file system (``--rootfs DIR``, ``--ramdisk FILE`` or a flashed ramdisk):
+power-on first checks that the host can create the namespaces (`BoardError`
+otherwise); the kernel stage unpacks the ramdisk into a fresh directory
+(deleted at power-off and at every reboot, which unpacks it again) or takes
+DIR, and panics if that fails or there is no shell in it; the shell stage
+runs the shell as PID 1 of new namespaces chrooted there (see `namespace`),
+with the shims inside the root and /dev/kmsg lines printed as kernel
+messages. A box whose init was ended by reboot(2) (killed by SIGHUP or
+SIGINT) reboots or powers off the board. Cursor-position queries the shell's
+line editor sends (busybox ash) are swallowed, as the console does not
+answer them.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ import fcntl
 import math
 import os
 import pty
+import select
 import shlex
 import shutil
 import signal
@@ -42,12 +56,26 @@ import struct
 import tempfile
 import termios
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from lava_dispatcher.sim import text
+from lava_dispatcher.ramdisk import RamdiskError
+from lava_dispatcher.sim import namespace, text
 from lava_dispatcher.sim.config import SimConfig
 from lava_dispatcher.sim.line import HIGH_WATER, LOW_WATER, SerialLine
 from lava_dispatcher.sim.loop import EventLoop, Timer
+from lava_dispatcher.sim.namespace import (
+    INIT_FAILED,
+    NO_INIT,
+    POWER_MARK,
+    POWER_WORDS,
+    SHIM,
+    BoardError,
+    BootRoot,
+    write_shims,
+)
+
+__all__ = ["POWER_MARK", "POWER_WORDS", "SHIM", "BoardError", "SimDUT", "Stage", "StageHandler"]
 
 CR, LF, NUL, BS, DEL, CTRL_C, CTRL_U = 13, 10, 0, 8, 127, 3, 21
 CRLF = b"\r\n"
@@ -55,19 +83,13 @@ READ_SIZE = 65536
 # How long a --panic-on panic waits for the terminal to echo the fatal
 # command line before the panic text is printed.
 ECHO_GRACE = 0.1
-# What a shim writes to its terminal to ask for a reboot or power-off: an OSC
-# sequence a real terminal would ignore, removed from the console output.
-POWER_MARK = b"\x1b]lava-sim;"
-POWER_WORDS = ("reboot", "poweroff", "halt", "shutdown")
-SHIM = """#!/bin/sh
-# lava_dispatcher simulated DUT: {word} acts on the simulated board, never the host
-action={action}
-if [ {word} = shutdown ]; then
-    case " $* " in *" -r "*) action=reboot ;; *) action=poweroff ;; esac
-fi
-printf '\\033]lava-sim;%s\\007' "$action"
-kill -STOP $$
-"""
+# A shell in a box ended: how long to wait for its exit status.
+BOX_EXIT_WAIT = 1.0
+# Terminal queries a line-editing shell (busybox ash) sends after its prompt;
+# the simulated console swallows them, as it does not answer them.
+TERMINAL_QUERIES = (b"\x1b[6n",)
+EXIT_SIGNALS: dict[int, str] = {signal.SIGHUP: "reboot", signal.SIGINT: "poweroff"}
+RAMDISK_PANIC = "VFS: Unable to mount root fs on unknown-block(0,0)"
 
 
 def power_action(line: bytes) -> str | None:
@@ -91,12 +113,7 @@ def power_action(line: bytes) -> str | None:
 def make_shims() -> str:
     """A directory of power-command shims for the shell's PATH."""
     directory = tempfile.mkdtemp(prefix="lava-sim-shims-")
-    for word in POWER_WORDS:
-        path = os.path.join(directory, word)
-        action = "reboot" if word == "reboot" else "poweroff"
-        with open(path, "w", encoding="utf-8") as shim:
-            shim.write(SHIM.format(word=word, action=action))
-        os.chmod(path, 0o755)
+    write_shims(directory)
     return directory
 
 
@@ -179,7 +196,16 @@ class KernelStage(StageHandler):
     stage = Stage.KERNEL
 
     def enter(self) -> None:
-        self.lines = text.kernel_lines(self.config.boot_lines, self.config.baud)
+        self.lines = text.kernel_lines(
+            self.config.boot_lines, self.config.baud, initramfs=bool(self.dut.ramdisk)
+        )
+        if self.dut.root_mode:
+            # unpack the initramfs (or take the root directory) now
+            extra = self.dut.prepare_root()
+            last = [self.lines.pop()] if len(self.lines) > 1 else []
+            if self.dut.root_failure == RAMDISK_PANIC:
+                last = []  # no root: init is never run
+            self.lines += extra + last
         self.index = 0
         self.start = self.loop.time()
         self.hang_after = max(1, len(self.lines) // 2) if self.config.hang_at == "boot" else None
@@ -201,7 +227,10 @@ class KernelStage(StageHandler):
                 self.dut.hang("boot")
                 return
         if self.index >= len(self.lines):
-            self.dut.start_userspace()
+            if self.dut.root_failure is not None:
+                self.dut.panic(self.dut.root_failure)
+            else:
+                self.dut.start_userspace()
         else:
             self._schedule()
 
@@ -308,8 +337,21 @@ class ShellStage(StageHandler):
         self.burst_width = 6
         self.bursting = False
         self.pumping = False
-        self.shims: str | None = make_shims()
-        self.pid, self.fd = spawn_shell(self.config, path_prefix=self.shims)
+        self.shims: str | None = None
+        self.runtime: namespace.Runtime | None = None
+        self.kmsg: namespace.KmsgTail | None = None
+        root = self.dut.root
+        if root is None:
+            self.shims = make_shims()
+            self.pid, self.fd = spawn_shell(self.config, path_prefix=self.shims)
+        else:
+            try:
+                self._start_box(root)
+            except OSError as exc:
+                self.emit(f"sim: cannot start the shell in {root.path}: {exc}".encode() + CRLF)
+                self.dut.panic(NO_INIT)
+                return
+        assert self.pid is not None
         with contextlib.suppress(OSError, AttributeError):
             self.pidfd = os.pidfd_open(self.pid)
             self.loop.add_reader(self.pidfd, self._shell_exited)
@@ -318,6 +360,20 @@ class ShellStage(StageHandler):
             self.call_later(self.config.panic_after, self._panic_after)
         if self.config.burst_mb is not None:
             self.call_later(self.config.burst_after, self._start_burst)
+
+    def _start_box(self, root: BootRoot) -> None:
+        """The shell as PID 1 of new namespaces, chrooted into the board's root."""
+        self.runtime = namespace.Runtime()
+        self.kmsg = namespace.KmsgTail(self.loop, self.runtime.kmsg, self.dut.kernel_message)
+        inside = namespace.find_shell(root.path, self.config.shell) or self.config.shell
+        argv, env = namespace.box_command(
+            root.path,
+            self.runtime,
+            shell_argv(inside),
+            hostname=self.config.hostname,
+            env=box_env(self.config),
+        )
+        self.pid, self.fd = spawn_process(argv[0], argv, env, wide=True)
 
     def status(self) -> dict[str, Any]:
         return {"shell_pid": self.pid}
@@ -356,6 +412,9 @@ class ShellStage(StageHandler):
             self._pause()
 
     def _relay(self, data: bytes) -> None:
+        if self.runtime is not None:
+            for query in TERMINAL_QUERIES:
+                data = data.replace(query, b"")
         if POWER_MARK in self.recent[-64:] + data:
             data = self._power_request(data)
             if not self.active:
@@ -421,12 +480,14 @@ class ShellStage(StageHandler):
         keep = len(window) - len(data)
         before = window[keep:start] if start >= keep else b""
         self.emit(before)
-        self._power("reboot" if action == "reboot" else "poweroff")
+        self._power(action if action in ("reboot", INIT_FAILED) else "poweroff")
         return b""
 
     def _power(self, action: str) -> None:
         if action == "reboot":
             self.dut.soft_reboot()
+        elif action == INIT_FAILED:
+            self.dut.panic(NO_INIT)
         else:
             self.dut.soft_poweroff()
 
@@ -526,8 +587,28 @@ class ShellStage(StageHandler):
             self._relay(data)
         if not self.active:
             return
+        action = self._box_power_action()
+        if action is not None:
+            # reboot(2) in the board's PID namespace: its init was killed
+            # with SIGHUP (restart) or SIGINT (power off, halt)
+            self._power(action)
+            return
         self._cleanup()
         self.dut.start_userspace()
+
+    def _box_power_action(self) -> str | None:
+        """For a box that ended by reboot(2): 'reboot' or 'poweroff'."""
+        if self.runtime is None or self.pid is None:
+            return None
+        if self.pidfd is not None:
+            select.select([self.pidfd], [], [], BOX_EXIT_WAIT)
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return None
+        if info is None or info.si_code not in (os.CLD_KILLED, os.CLD_DUMPED):
+            return None
+        return EXIT_SIGNALS.get(info.si_status)
 
     def leave(self) -> None:
         super().leave()
@@ -545,7 +626,10 @@ class ShellStage(StageHandler):
                 os.close(self.pidfd)
             self.pidfd = None
         if self.pid is not None:
-            kill_session(self.pid)
+            if self.runtime is not None:
+                namespace.kill_box(self.pid)
+            else:
+                kill_session(self.pid)
         if self.fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
@@ -554,9 +638,15 @@ class ShellStage(StageHandler):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, 0)
             self.pid = None
-        if getattr(self, "shims", None):
-            shutil.rmtree(self.shims, ignore_errors=True)  # type: ignore[arg-type]
+        if self.shims is not None:
+            shutil.rmtree(self.shims, ignore_errors=True)
             self.shims = None
+        if self.kmsg is not None:
+            self.kmsg.close()
+            self.kmsg = None
+        if self.runtime is not None:
+            self.runtime.close()
+            self.runtime = None
 
 
 BootloaderFactory = Callable[["SimDUT"], StageHandler]
@@ -580,7 +670,72 @@ class SimDUT:
         self.handler: StageHandler = OffStage(self)
         self.powered_at: float | None = None
         self.last_byte = LF
+        # the ramdisk booted at power-on (--ramdisk, or what `flash` gave)
+        self.ramdisk: str | None = config.ramdisk
+        # this boot's root file system (None: the shell runs on the host)
+        self.root: BootRoot | None = None
+        # why this boot cannot start userspace (a panic reason)
+        self.root_failure: str | None = None
         line.on_drain = self._drained
+
+    # -- root file system ----------------------------------------------------------
+
+    @property
+    def root_mode(self) -> bool:
+        """True when the shell runs in the board's own root file system."""
+        return bool(self.ramdisk or self.config.rootfs)
+
+    def flash(self, ramdisk: str | None) -> None:
+        """Boot this ramdisk from the next power-on (or reboot) on."""
+        self.ramdisk = ramdisk
+
+    def prepare_root(self) -> list[str]:
+        """The kernel is starting: unpack the initramfs (or take --rootfs).
+        Returns the kernel log lines that say so; sets `root_failure` when
+        the boot cannot reach a shell."""
+        self.release_root()
+        self.root_failure = None
+        lines: list[str] = []
+        if self.ramdisk:
+            lines.append("Trying to unpack rootfs image as initramfs...")
+            try:
+                size = os.path.getsize(self.ramdisk)
+                self.root, extracted = namespace.unpack_ramdisk(self.ramdisk)
+            except (RamdiskError, OSError) as exc:
+                lines.append(f"Initramfs unpacking failed: {exc}")
+                self.root_failure = RAMDISK_PANIC
+                return lines
+            segments = ", ".join(extracted.segments)
+            lines.append(f"Unpacking initramfs... {extracted.count} files ({segments})")
+            lines.append(f"Freeing initrd memory: {max(1, size // 1024)}K")
+        elif self.config.rootfs:
+            self.root = BootRoot(Path(self.config.rootfs))
+            self.root.prepare()
+        if self.root is None:
+            return lines
+        if namespace.mounted_noexec(self.root.path):
+            lines.append(
+                f"sim: {self.root.path} is on a file system mounted noexec: nothing can run "
+                "from it (point TMPDIR elsewhere)"
+            )
+            self.root_failure = NO_INIT
+        elif namespace.find_shell(self.root.path, self.config.shell) is None:
+            self.root_failure = NO_INIT
+        return lines
+
+    def release_root(self) -> None:
+        """Forget this boot's root (a ramdisk's is deleted)."""
+        root, self.root = self.root, None
+        if root is not None:
+            root.close()
+
+    def kernel_message(self, message: str) -> None:
+        """A line written to /dev/kmsg reaches the console as the kernel's would."""
+        if not self.powered:
+            return
+        if self.last_byte != LF:
+            self.emit(CRLF)
+        self.emit(f"{text.timestamp(self.uptime())} {message}".encode() + CRLF)
 
     # -- power -------------------------------------------------------------------
 
@@ -596,6 +751,8 @@ class SimDUT:
         """Start booting; False when the board was already on."""
         if self.powered:
             return False
+        if self.root_mode:
+            namespace.check_host()  # BoardError: this host cannot run the board
         self.powered_at = self.loop.time()
         self.last_byte = LF
         if self.bootloader is not None:
@@ -609,6 +766,7 @@ class SimDUT:
         if not self.powered:
             return False
         self._switch(OffStage(self))
+        self.release_root()
         self.line.discard()
         self.powered_at = None
         return True
@@ -634,6 +792,7 @@ class SimDUT:
             self.emit(CRLF)
         self.emit(b"The system is going down for power off NOW!" + CRLF + b"reboot: Power down" + CRLF)
         self._switch(OffStage(self))
+        self.release_root()
         self.powered_at = None
 
     def uptime(self) -> float:
@@ -645,6 +804,8 @@ class SimDUT:
             "stage": self.stage.value,
             "uptime": round(self.uptime(), 3) if self.powered else None,
             "shell_pid": None,
+            "root": str(self.root.path) if self.root is not None else None,
+            "ramdisk": self.ramdisk,
         }
         status.update(self.handler.status())
         return status
@@ -723,29 +884,51 @@ def shell_env(config: SimConfig, path_prefix: str | None = None) -> dict[str, st
     return env
 
 
+def box_env(config: SimConfig) -> dict[str, str]:
+    """The environment of a shell in the board's own root file system: a
+    clean one, as a login gives (the box adds PATH and ENV)."""
+    home = "/root" if config.username == "root" else "/"
+    return {
+        "HOME": home,
+        "USER": config.username,
+        "LOGNAME": config.username,
+        "SHELL": config.shell,
+        "PS1": config.effective_prompt,
+        "TERM": "dumb",
+        "HISTFILE": "/dev/null",
+    }
+
+
 def spawn_shell(config: SimConfig, path_prefix: str | None = None) -> tuple[int, int]:
     """Start the shell in a new pty and session; return (pid, pty master)."""
     path = config.resolve_shell()
     if path is None:
         raise FileNotFoundError(f"shell {config.shell!r} not found")
-    argv = shell_argv(path)
-    env = shell_env(config, path_prefix)
+    # line-editing shells mangle the echo of long lines on a narrow
+    # terminal; a serial console reports 0x0, which they read as 80.
+    wide = os.path.basename(path) in ("bash", "zsh")
+    return spawn_process(path, shell_argv(path), shell_env(config, path_prefix), wide=wide)
+
+
+def spawn_process(
+    path: str, argv: list[str], env: dict[str, str], *, wide: bool = False
+) -> tuple[int, int]:
+    """Run `path` in a new pty and session; return (pid, pty master). With
+    `wide`, the terminal says it has 1000 columns."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: a session leader with the pty as its terminal
         try:
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+            if wide:
+                with contextlib.suppress(OSError):
+                    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 1000, 0, 0))
             os.execve(path, argv, env)
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.write(2, f"sim: cannot run {path}: {exc}\r\n".encode())
         os._exit(127)
     os.set_blocking(fd, False)
-    if os.path.basename(path) in ("bash", "zsh"):
-        # line-editing shells mangle the echo of long lines on a narrow
-        # terminal; a serial console reports 0x0, which they read as 80.
-        with contextlib.suppress(OSError):
-            fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 1000, 0, 0))
     return pid, fd
 
 

@@ -5,6 +5,10 @@ with SimServer(tmp_path, pty=True, tcp=True, password="secret") as sim:
     port = serial.Serial(sim.pty)          # or socket.create_connection(("127.0.0.1", sim.tcp_port))
     ...
     device_power_on = sim.power_command("on")   # argv for a device file
+
+with SimServer(tmp_path, ramdisk=initrd) as sim:   # or rootfs=DIR: the board's own root
+    sim.flash(other_initrd)                        # booted from the next power-on on
+    device_flash = sim.flash_command(path)         # argv of `sim flash` for a device file
 """
 
 from __future__ import annotations
@@ -233,6 +237,11 @@ class SimServer:
     def status(self) -> dict[str, Any]:
         return self._power("status")
 
+    def flash(self, ramdisk: str | os.PathLike[str]) -> dict[str, Any]:
+        """Give the board the ramdisk it boots from its next power-on on (the
+        file is copied); returns the daemon's reply (ramdisk, size, status)."""
+        return request(self.control, {"op": "flash", "ramdisk": os.path.abspath(ramdisk)})
+
     # -- argv for device files ----------------------------------------------------
 
     def power_command(self, action: str) -> list[str]:
@@ -240,6 +249,11 @@ class SimServer:
         if action not in ("on", "off", "reset", "status"):
             raise ValueError(f"unknown power action {action!r}")
         return sim_command("power", action, "--control", self.control)
+
+    def flash_command(self, ramdisk: str | os.PathLike[str]) -> list[str]:
+        """argv of `sim flash --ramdisk FILE` for this daemon (a device's
+        flash or deploy command)."""
+        return sim_command("flash", "--control", self.control, "--ramdisk", os.fspath(ramdisk))
 
     def stop_command(self) -> list[str]:
         return sim_command("stop", "--control", self.control)

@@ -50,20 +50,23 @@ def timestamp(seconds: float) -> str:
     return f"[{micros // 1_000_000:5d}.{micros % 1_000_000:06d}]"
 
 
-def kernel_lines(count: int, baud: int | None = None) -> list[str]:
+def kernel_lines(count: int, baud: int | None = None, *, initramfs: bool = False) -> list[str]:
     """`count` kernel messages (no timestamps): the version banner first and
-    the hand-over to init last."""
-    command_line = (
-        f"Kernel command line: console=ttyS0,{baud or 115200}n8 root=/dev/mmcblk0p2 rootwait"
-    )
+    the hand-over to init last. With `initramfs`, the root is a ramdisk: no
+    root= on the command line, no disk mounted."""
+    root = "rdinit=/init" if initramfs else "root=/dev/mmcblk0p2 rootwait"
+    command_line = f"Kernel command line: console=ttyS0,{baud or 115200}n8 {root}"
     body = [_KERNEL_BODY[0], command_line, *_KERNEL_BODY[1:]]
+    if initramfs:
+        body = [line for line in body if not line.startswith(("EXT4-fs", "VFS: Mounted root"))]
     if count == 1:
         return [KERNEL_VERSION_LINE]
     middle = count - 2
     lines = body[:middle]
     for n in range(len(lines), middle):
         lines.append(f"sim-bus: simulated device sim{n - len(body)} registered")
-    return [KERNEL_VERSION_LINE, *lines, _KERNEL_LAST]
+    last = "Run /init as init process" if initramfs else _KERNEL_LAST
+    return [KERNEL_VERSION_LINE, *lines, last]
 
 
 def getty_banner(hostname: str) -> str:

@@ -24,6 +24,7 @@ import fcntl
 import os
 import select
 import socket
+import struct
 import termios
 import tty
 from collections.abc import Callable
@@ -227,19 +228,22 @@ class StdioConsole(Console):
 
 # -- pty ---------------------------------------------------------------------
 
+IN_MODIFY = 0x02
 IN_CLOSE_WRITE = 0x08
 IN_CLOSE_NOWRITE = 0x10
 IN_OPEN = 0x20
 
 
 class _Inotify:
-    """inotify on one path (open and close events), through libc."""
+    """inotify on one path (by default its open and close events), through libc."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
     @classmethod
-    def watch(cls, path: str) -> _Inotify | None:
+    def watch(
+        cls, path: str, mask: int = IN_OPEN | IN_CLOSE_WRITE | IN_CLOSE_NOWRITE
+    ) -> _Inotify | None:
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -247,20 +251,29 @@ class _Inotify:
             return None
         if fd < 0:
             return None
-        mask = IN_OPEN | IN_CLOSE_WRITE | IN_CLOSE_NOWRITE
         if libc.inotify_add_watch(fd, os.fsencode(path), mask) < 0:
             os.close(fd)
             return None
         return cls(fd)
 
-    def drain(self) -> None:
+    def drain(self) -> int:
+        """Read every pending event; return the union of their masks."""
+        events = 0
         with contextlib.suppress(OSError):
-            while os.read(self.fd, 4096):
-                pass
+            while data := os.read(self.fd, 4096):
+                pos = 0
+                while pos + 16 <= len(data):
+                    _, mask, _, length = struct.unpack_from("iIII", data, pos)
+                    events |= mask
+                    pos += 16 + length
+        return events
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+Inotify = _Inotify
 
 
 class PtyConsole(Console):

@@ -4,6 +4,7 @@ at teardown, whether the test passed or not."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -20,12 +21,14 @@ from .helpers import FAST
 
 @pytest.fixture
 def spawn() -> Iterator[Callable[..., pexpect.spawn]]:
-    """Spawn `sim run` with knobs under pexpect; all are closed at teardown."""
+    """Spawn `sim run` with knobs (and optionally an environment) under
+    pexpect; all are closed at teardown."""
     children: list[pexpect.spawn] = []
 
-    def start(**knobs: Any) -> pexpect.spawn:
+    def start(env: dict[str, str] | None = None, **knobs: Any) -> pexpect.spawn:
         argv = run_command(**{**FAST, **knobs})
-        child = pexpect.spawn(argv[0], argv[1:], env=child_env(), timeout=10)
+        environment = child_env({**os.environ, **env} if env else None)
+        child = pexpect.spawn(argv[0], argv[1:], env=environment, timeout=10)
         children.append(child)
         return child
 
