@@ -17,6 +17,10 @@ from lava_dispatcher.plugins import new_manager
 BUILTIN_PLUGINS = (
     "lava_dispatcher.devices",
     "lava_dispatcher.actions.boot.minimal",
+    "lava_dispatcher.actions.deploy.overlay",
+    "lava_dispatcher.actions.deploy.flasher",
+    "lava_dispatcher.actions.test.shell",
+    "lava_dispatcher.actions.test.monitor",
     "lava_dispatcher.actions.test.interactive",
     "lava_dispatcher.actions.command",
     "lava_dispatcher.results",

@@ -175,6 +175,7 @@ class Job:
             # whatever a failed finalize left behind is still released
             for name in ctx.run_finalizers():
                 error = error or JobError(f"failed to release {name}")
+            ctx.remove_tmp()
         return error
 
     @staticmethod

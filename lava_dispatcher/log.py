@@ -28,8 +28,12 @@ import yaml
 
 try:  # LAVA uses libyaml when present; so do we, for the same bytes
     from yaml import CSafeDumper as _Dumper
+
+    _C_DUMPER = True
 except ImportError:  # pragma: no cover - depends on the platform's PyYAML
     from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
+
+    _C_DUMPER = False
 
 #: the levels LAVA's clients know (lavacli's colour table, lava-api's enum)
 LEVELS = (
@@ -120,12 +124,79 @@ def timestamp(when: float | None = None) -> str:
     return text + "+00:00"
 
 
+class _NotFlat(Exception):
+    """A value the fast formatter does not handle: let PyYAML write it."""
+
+
+def _float_text(value: float) -> str:
+    """PyYAML's spelling of a float (SafeRepresenter.represent_float)."""
+    if value != value:
+        return ".nan"
+    if value == float("inf"):
+        return ".inf"
+    if value == -float("inf"):
+        return "-.inf"
+    text = repr(value).lower()
+    if "." not in text and "e" in text:
+        text = text.replace("e", ".0e", 1)
+    return text
+
+
+def _simple_key(key: str) -> bool:
+    return len(key) < 128 and key.isascii() and key.isprintable()
+
+
+def _flow(value: Any) -> str:
+    """``value`` as libyaml writes it with default_style='"' (non-strings as ``! "..."``)."""
+    if isinstance(value, str):
+        return quote(value)
+    if value is None:
+        return '! "null"'
+    if isinstance(value, bool):
+        return '! "true"' if value else '! "false"'
+    if isinstance(value, int):
+        return f'! "{value}"'
+    if isinstance(value, float):
+        return f'! "{_float_text(value)}"'
+    if isinstance(value, dict):
+        # libyaml writes other keys in its explicit '? key' form
+        if not all(isinstance(k, str) and _simple_key(k) for k in value):
+            raise _NotFlat
+        return "{" + ", ".join(f"{quote(k)}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    raise _NotFlat
+
+
+def flow(value: Any) -> str:
+    """Any YAML-able value as one double-quoted flow line (fast for plain data)."""
+    if _C_DUMPER:
+        try:
+            return _flow(value)
+        except _NotFlat:
+            pass
+    return yaml.dump(
+        value, Dumper=_Dumper, default_flow_style=True, default_style='"', width=10**9, sort_keys=False
+    ).rstrip("\n")
+
+
 def dump_record(record: Mapping[str, Any]) -> str:
-    """One record as one line, without the list prefix."""
+    """One record as one line, without the list prefix.
+
+    Plain data (strings, numbers, booleans, None, lists and mappings of them)
+    is formatted here, byte-identical to libyaml's output (a test checks it);
+    anything else goes through PyYAML.
+    """
     msg = record.get("msg")
+    line = ""
     if isinstance(msg, str) and all(isinstance(v, str) for v in record.values()):
         line = "{" + ", ".join(f"{quote(k)}: {quote(v)}" for k, v in record.items()) + "}"
-    else:
+    elif _C_DUMPER:
+        try:
+            line = _flow(dict(record))
+        except _NotFlat:
+            line = ""
+    if not line:
         line = yaml.dump(
             dict(record),
             Dumper=_Dumper,
@@ -143,8 +214,9 @@ def dump_record(record: Mapping[str, Any]) -> str:
 
 #: messages up to this long cannot outgrow MAX_LINE even fully escaped (x10)
 _FAST_PATH_MAX = 8000
-#: levels written in batches: the console's own lines, which come in floods
-_BATCHED = frozenset({"target", "feedback"})
+#: levels written in batches: the console's own lines and the results parsed
+#: from them, which come in floods
+_BATCHED = frozenset({"target", "feedback", "results"})
 
 Observer = Callable[[str, Any, str], None]
 """Called with (level, msg, dt) for every record: live progress, events."""
@@ -162,6 +234,7 @@ class JobLogger:
         self._observers: list[Observer] = []
         self._secrets: list[str] = []
         self._markers: dict[str, dict[str, int]] = {}
+        self._local = threading.local()
         self.line = 0
 
     # sinks -----------------------------------------------------------------
@@ -212,6 +285,7 @@ class JobLogger:
                 line = line.replace(secret, MASK)
         with self._lock:
             self.line += 1
+            self._local.line = self.line - 1
             for stream, prefix, _owned in self._sinks:
                 stream.write(f"{prefix}{line}\n")
             # console lines are flushed in batches (flush() when a console goes
@@ -255,15 +329,24 @@ class JobLogger:
     def event(self, msg: str) -> None:
         self.log("event", msg)
 
-    def marker(self, case: str, kind: str) -> None:
-        """Mark the line just logged (the signal's line) for ``case``.
+    def last_line_of_this_thread(self) -> int:
+        """0-based index of the record this thread logged last (-1: none yet).
+
+        A console reader thread logs a line and then feeds it to watchers: a
+        watcher asks this to learn exactly where in the log its line is,
+        whatever other threads logged meanwhile.
+        """
+        return int(getattr(self._local, "line", -1))
+
+    def marker(self, case: str, kind: str, line: int | None = None) -> None:
+        """Mark a log line (by default the one just logged) for ``case``.
 
         ``kind`` is ``start_test_case``, ``end_test_case`` or ``test_case``;
         the next result for that case gets ``starttc``/``endtc``: the 0-based
         index of the marked line in the log, as LAVA counts them.
         """
         with self._lock:
-            self._markers.setdefault(case, {})[kind] = self.line - 1
+            self._markers.setdefault(case, {})[kind] = self.line - 1 if line is None else line
 
     def results(self, record: dict[str, Any]) -> dict[str, Any]:
         """Log a result record (adding markers) and return it as logged."""

@@ -128,6 +128,9 @@ def build_job(
             raise JobError(f"actions[{index}].{section}: {exc}") from exc
         if section == "test":
             settings.test_info.setdefault(namespace, []).append((strategy, params))
+            connection_namespace = str(params.get("connection-namespace") or namespace)
+            if connection_namespace != namespace:
+                settings.test_info.setdefault(connection_namespace, []).append((strategy, params))
             if strategy.needs_overlay(params):
                 stages[namespace] = stages.get(namespace, 0) + 1
         blocks.append((section, strategy, params))

@@ -18,11 +18,14 @@ requests at the start of named actions are made.
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, cast
 
 from lava_dispatcher.data import Key, SharedData
 from lava_dispatcher.errors import (
@@ -43,6 +46,8 @@ from lava_dispatcher.timing import (
     format_duration,
     parse_timeout,
 )
+
+T = TypeVar("T")
 
 DEFAULT_NAMESPACE = "common"
 #: deadlines this close together are one deadline, named after the innermost
@@ -460,6 +465,8 @@ class RunContext:
         self._deadlines: list[tuple[Deadline, Action | None]] = []
         self._actions: list[Action] = []
         self._finalizers: list[tuple[str, Callable[[], None]]] = []
+        self._shared: dict[str, Any] = {}
+        self._tmp_root: Path | None = None
 
     # --- where we are -----------------------------------------------------------
     @property
@@ -545,6 +552,35 @@ class RunContext:
     def add_finalizer(self, name: str, release: Callable[[], None]) -> None:
         """Something to release at the end of the job (a console, a process)."""
         self._finalizers.append((name, release))
+
+    def mkdtemp(self, name: str) -> Path:
+        """A new directory under the job's temporary directory (removed when the job ends)."""
+        if self._tmp_root is None:
+            base = self.job.dispatcher.get("dispatcher_download_dir")
+            if base:
+                Path(base).mkdir(parents=True, exist_ok=True)
+            prefix = f"lava-{self.job.dispatcher.get('prefix', '')}{self.job.job_id}-"
+            self._tmp_root = Path(tempfile.mkdtemp(prefix=prefix, dir=base or None))
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self._tmp_root))
+
+    def remove_tmp(self) -> None:
+        if self._tmp_root is not None:
+            shutil.rmtree(self._tmp_root, ignore_errors=True)
+            self._tmp_root = None
+
+    def shared(self, name: str, factory: Callable[[], T], release: Callable[[T], None]) -> T:
+        """A job-wide service (the HTTP file server...), created on first use,
+        released with the other resources at the end of the job."""
+        if name not in self._shared:
+            service = factory()
+            self._shared[name] = service
+
+            def stop() -> None:
+                self._shared.pop(name, None)
+                release(service)
+
+            self.add_finalizer(name, stop)
+        return cast(T, self._shared[name])
 
     def run_finalizers(self) -> list[str]:
         """Release everything, newest first; returns what failed to release."""

@@ -16,8 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from lava_dispatcher.log import flow
 from lava_dispatcher.plugins import hookimpl
 
 if TYPE_CHECKING:
@@ -41,9 +40,12 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def results_yaml(records: Iterable[Mapping[str, Any]]) -> str:
-    return yaml.safe_dump(
-        [dict(r) for r in records], sort_keys=False, default_flow_style=False, allow_unicode=True
-    )
+    """A YAML list, one record per line as in logs.yaml.
+
+    PyYAML's representer (Python even with libyaml) would take seconds for
+    a job with 100,000 results; this takes a fraction of that.
+    """
+    return "".join(f"- {flow(dict(record))}\n" for record in records)
 
 
 def _seconds(record: Mapping[str, Any]) -> str:

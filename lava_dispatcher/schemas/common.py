@@ -253,11 +253,16 @@ AUTO_LOGIN = Map(
 )
 
 
+#: transfer methods that need no download command on the DUT ('console' is ours:
+#: the file is typed through the shell)
+_NO_DOWNLOAD_COMMAND = ("zmodem", "console")
+
+
 def _transfer_rules(data: dict[Any, Any]) -> None:
-    if data.get("transfer_method") != "zmodem" and "download_command" not in data:
+    if data.get("transfer_method") not in _NO_DOWNLOAD_COMMAND and "download_command" not in data:
         raise MissingKey(
             "the command that fetches the overlay on the DUT, such as 'wget -O -'"
-            " (only 'transfer_method: zmodem' needs none)",
+            " (only 'transfer_method: zmodem' or 'console' needs none)",
             ["download_command"],
         )
 
@@ -267,7 +272,7 @@ TRANSFER_OVERLAY = Map(
         Optional("download_command"): Str(),
         Required("unpack_command"): Str(),
         Optional("transfer_method"): Str(
-            expected="a transfer method such as 'http', 'nfs' or 'zmodem'"
+            expected="a transfer method such as 'http', 'nfs', 'zmodem' or 'console'"
         ),
     },
     expected="a mapping such as {download_command: wget, unpack_command: 'tar -C / -xzf'}",

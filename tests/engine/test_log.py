@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -133,3 +134,26 @@ def test_logged_lines_equal_the_reference_format(text: str) -> None:
         {"dt": "2023-11-14T22:13:20.500000+00:00", "lvl": "target", "msg": text}, yaml.SafeDumper
     )
     assert stream.getvalue() == expected + "\n"
+
+
+_scalars = (
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+    | st.integers()
+    | st.floats(allow_nan=True)
+    | st.booleans()
+    | st.none()
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(min_size=1, max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@pytest.mark.skipif(CDumper is None, reason="PyYAML was built without libyaml")
+@settings(max_examples=400)
+@given(st.dictionaries(st.text(min_size=1, max_size=8), _values, max_size=6))
+def test_result_records_are_byte_identical_to_libyaml(msg: dict) -> None:
+    record = {"dt": "2026-05-01T10:00:00+00:00", "lvl": "results", "msg": msg}
+    assert dump_record(record) == pyyaml_line(record, CDumper)

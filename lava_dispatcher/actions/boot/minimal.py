@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lava_dispatcher.actions.boot.transfer import OverlayUnpack
 from lava_dispatcher.actions.connection import ConnectDevice
 from lava_dispatcher.actions.login import AutoLoginAction, ExpectShellSession, prompts_of
 from lava_dispatcher.actions.power import PreOs, PrePower, ResetDevice
@@ -31,6 +32,8 @@ class MinimalBoot(RetryAction):
         if prompts_of(parameters) or parameters.get("auto_login"):
             pipeline.add_action(AutoLoginAction())
             pipeline.add_action(ExpectShellSession())
+            if "transfer_overlay" in parameters:
+                pipeline.add_action(OverlayUnpack())
 
 
 class Minimal(Strategy):
