@@ -72,6 +72,7 @@ from lava_dispatcher.sim.namespace import (
     SHIM,
     BoardError,
     BootRoot,
+    host_processes,
     write_shims,
 )
 
@@ -934,21 +935,7 @@ def spawn_process(
 
 def session_members(sid: int) -> list[int]:
     """Processes in session `sid` (the shell's, which the simulator created)."""
-    members = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/stat", "rb") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(b")") + 2 :].split()
-            # fields: state ppid pgrp session ...
-            if len(fields) > 3 and int(fields[3]) == sid:
-                members.append(int(entry.name))
-    return members
+    return [pid for pid, _parent, session in host_processes() if session == sid]
 
 
 def kill_session(pid: int) -> None:

@@ -406,7 +406,7 @@ def box_command(
     return argv, full_env
 
 
-def _processes() -> list[tuple[int, int, int]]:
+def host_processes() -> list[tuple[int, int, int]]:
     """(pid, parent pid, session id) of every process on the host."""
     found = []
     with contextlib.suppress(OSError):
@@ -427,7 +427,7 @@ def _processes() -> list[tuple[int, int, int]]:
 def box_members(pid: int) -> list[int]:
     """Host pids of the processes of the box started as `pid` (unshare):
     its session, and every process in the PID namespace of its child."""
-    processes = _processes()
+    processes = host_processes()
     members = {p for p, _, sid in processes if sid == pid}
     namespaces = set()
     for child, parent, _ in processes:

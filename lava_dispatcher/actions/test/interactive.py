@@ -17,6 +17,7 @@ from typing import Any
 
 from lava_dispatcher.actions.connection import Connection, current_connection, expect
 from lava_dispatcher.actions.strategy import Strategy
+from lava_dispatcher.actions.test.expected import record_missing, unexpected_result
 from lava_dispatcher.devices import Device
 from lava_dispatcher.errors import (
     InfrastructureError,
@@ -89,7 +90,7 @@ class TestInteractiveAction(Action):
             try:
                 self.run_script(ctx, connection, script, suite, substitutions, report)
                 record["result"] = "pass"
-                self.report_missing(ctx, script, suite, report)
+                record_missing(ctx, suite, script.get("expected"), report, self.level)
             finally:
                 record["duration"] = f"{time.monotonic() - started:.02f}"
                 ctx.record_result(record)
@@ -165,26 +166,11 @@ class TestInteractiveAction(Action):
             finally:
                 if name:
                     result["duration"] = f"{time.monotonic() - started:.02f}"
-                    expected = script.get("expected")
-                    if expected and name not in expected and result["result"] != "fail":
-                        ctx.logger.warning(f"Forcing unexpected {name!r} result to 'fail'")
-                        result["result"] = "fail"
+                    result["result"] = unexpected_result(
+                        ctx, name, result["result"], script.get("expected")
+                    )
                     ctx.record_result(result)
                     report[name] = result["result"]
-
-    def report_missing(
-        self, ctx: RunContext, script: Mapping[str, Any], suite: str, report: dict[str, str]
-    ) -> None:
-        for case in sorted(set(script.get("expected") or []) - set(report)):
-            ctx.record_result(
-                {
-                    "definition": suite,
-                    "case": case,
-                    "result": "fail",
-                    "level": self.level,
-                    "extra": {"reason": "missing expected test cases are reported as 'fail'."},
-                }
-            )
 
 
 class Interactive(Strategy):

@@ -15,6 +15,7 @@ from typing import Any
 
 from lava_dispatcher.actions.connection import CONNECTION, current_connection, expect
 from lava_dispatcher.actions.strategy import Strategy
+from lava_dispatcher.actions.test.expected import record_missing, unexpected_result
 from lava_dispatcher.devices import Device
 from lava_dispatcher.errors import JobError, LAVATimeoutError
 from lava_dispatcher.pipeline import Action, RetryAction, RunContext
@@ -77,16 +78,7 @@ class TestMonitorAction(Action):
                 if record is not None:
                     report[record["case"]] = record["result"]
                     ctx.record_result(record)
-            for case in sorted(set(monitor.get("expected") or []) - set(report)):
-                ctx.record_result(
-                    {
-                        "definition": suite,
-                        "case": case,
-                        "result": "fail",
-                        "level": self.level,
-                        "extra": {"reason": "missing expected test cases are reported as 'fail'."},
-                    }
-                )
+            record_missing(ctx, suite, monitor.get("expected"), report, self.level)
 
     def result(
         self,
@@ -119,9 +111,7 @@ class TestMonitorAction(Action):
                 ctx.logger.warning(f"measurement {groups['measurement']!r} is not a number: ignored")
         if groups.get("units"):
             record["units"] = groups["units"]
-        if expected and record["case"] not in expected and record["result"] != "fail":
-            ctx.logger.warning(f"Forcing unexpected {record['case']!r} result to 'fail' ...")
-            record["result"] = "fail"
+        record["result"] = unexpected_result(ctx, record["case"], record["result"], expected)
         return record
 
 

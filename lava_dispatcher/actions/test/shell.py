@@ -28,6 +28,7 @@ from lava_dispatcher.actions.overlay_data import (
     TestDefinitionInfo,
 )
 from lava_dispatcher.actions.strategy import Strategy
+from lava_dispatcher.actions.test.expected import record_missing, unexpected_result
 from lava_dispatcher.actions.test.signals import (
     DEFAULT_FIXUP,
     RUNNER_EXIT,
@@ -200,8 +201,8 @@ class TestShellAction(Action):
         testrun_id, uuid = event.params[0], event.params[1]
         state = self.run_state if self.run_state is not None else _Run(None, testrun_id, uuid)
         info = self.by_testrun.get(testrun_id) or state.info
-        if info is not None and info.expected:
-            self._report_missing(ctx, testrun_id, info.expected, state.report)
+        if info is not None:
+            record_missing(ctx, testrun_id, info.expected, state.report, self.level)
         record: dict[str, Any] = {
             "definition": "lava",
             "case": testrun_id,
@@ -305,31 +306,12 @@ class TestShellAction(Action):
             if units:
                 record["units"] = units
         info = self.run_state.info if self.run_state is not None else None
-        if info is not None and info.expected and case not in info.expected:
-            ctx.logger.warning(f"{case!r} not found in expected test case list!")
-            if result != "fail":
-                ctx.logger.warning(f"Forcing unexpected {case!r} result {result!r} to 'fail' ...")
-                record["result"] = "fail"
+        record["result"] = unexpected_result(ctx, case, result, info.expected if info else None)
         if self.testset:
             record["set"] = self.testset
         if self.run_state is not None:
             self.run_state.report[case] = record["result"]
         ctx.record_result(record)
-
-    def _report_missing(self, ctx: RunContext, suite: str, expected: list[str], report: dict[str, str]) -> None:
-        missing = sorted(set(expected) - set(report))
-        if missing:
-            ctx.logger.warning("Reporting missing expected test cases as 'fail' ...")
-        for case in missing:
-            ctx.record_result(
-                {
-                    "definition": suite,
-                    "case": case,
-                    "result": "fail",
-                    "level": self.level,
-                    "extra": {"reason": "missing expected test cases are reported as 'fail'."},
-                }
-            )
 
     def _unfinished(self, ctx: RunContext) -> None:
         """A definition that started and never ended is a failed run (killed, crashed)."""
