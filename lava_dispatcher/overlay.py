@@ -28,7 +28,7 @@ import yaml
 SCRIPTS_DIR = Path(__file__).resolve().parent / "test_shell"
 EXECUTABLE = stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
 #: the shell variables a parameter may set: a name the shell accepts
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 #: `$1` in a --shell/--cmd step means the step's own argument, not run.sh's
 _POSITIONAL = re.compile(r"\$(\d+)\b")
 

@@ -26,7 +26,7 @@ from lava_dispatcher.schemas.validators import Conflict, Mismatch, MissingKey, U
 
 __all__ = ["format_path", "format_value", "make_error", "pick_error"]
 
-_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_@$+-][A-Za-z0-9_@$+/:-]*$")
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_@$+-][A-Za-z0-9_@$+/:-]*\Z")
 
 # voluptuous's own messages, in our words (for schemas supplied by plugins)
 _VOLUPTUOUS_WORDS = {

@@ -10,6 +10,7 @@ import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -303,3 +304,13 @@ def test_dates_are_reported_not_crashed() -> None:
         validate_job(data)
     except InvalidJobError as error:
         assert "job_name: got datetime.date(2024, 1, 2)" in str(error)
+
+
+def test_key_with_trailing_newline_is_escaped_in_message() -> None:
+    """Found by hypothesis in CI: ``$`` matched before a trailing newline."""
+    data = copy.deepcopy(CORPUS[0])
+    data["actions"] = [{"deploy": [{"0\n": None}]}]
+    with pytest.raises(InvalidJobError) as info:
+        validate_job(data)
+    _check_message(info.value)
+    assert "'0\\n'" in str(info.value)

@@ -33,7 +33,7 @@ from lava_dispatcher.pipeline import Action, JobSettings, RunContext
 from lava_dispatcher.schemas import load_yaml, validate_testdef
 
 #: what a definition's name may be made of (as LAVA checks it)
-NAME_PATTERN = re.compile(r"^[-_a-zA-Z0-9.]+$")
+NAME_PATTERN = re.compile(r"^[-_a-zA-Z0-9.]+\Z")
 
 
 def overlay_test_blocks(settings: JobSettings, namespace: str) -> list[Mapping[str, Any]]:
