@@ -4,6 +4,12 @@
 the URL's scheme (``http-download``, ``file-download``), and, when the image
 says ``overlays: {lava: true}``, ``append-overlays`` puts the test overlay
 into it (cpio ramdisks: as an extra archive segment the kernel unpacks too).
+
+http(s) downloads go through the host's download cache (see
+:mod:`lava_dispatcher.download_cache` and :func:`cache_for`); the transfer
+action's result says ``cache: hit``, ``miss``, ``revalidated`` or ``off``.
+``download-retry`` retries an InfrastructureError (the network) and, as in
+LAVA, a JobError too (a checksum mismatch fails every attempt the same way).
 """
 
 from __future__ import annotations
@@ -14,13 +20,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lava_dispatcher import download_cache
 from lava_dispatcher.actions.overlay_data import OVERLAY_FILE
 from lava_dispatcher.data import Key
-from lava_dispatcher.download import CHECKSUMS, fetch, filename_of
+from lava_dispatcher.download import ARCHIVES, CHECKSUMS, COMPRESSIONS, fetch, filename_of
+from lava_dispatcher.download_cache import DownloadCache
 from lava_dispatcher.errors import InfrastructureError, JobError
 from lava_dispatcher.pipeline import Action, RetryAction, RunContext
 
-#: the downloaded file for an image key (label: the key, e.g. "ramdisk")
+#: the downloaded file for an image key (label: the key, e.g. "ramdisk"); with
+#: ``archive: tar``, the directory the tarball was unpacked into
 DOWNLOADED: Key[Path] = Key("downloaded-file", Path, "an image downloaded by download-retry")
 
 _COMPRESSION_SUFFIX = {"gz": ".gz", "xz": ".xz", "bz2": ".bz2", "zstd": ".zst", "zip": ".zip"}
@@ -35,13 +44,34 @@ def local_name(url: str, compression: str | None) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", name)
 
 
+def cache_for(ctx: RunContext) -> DownloadCache | None:
+    """The job's download cache (one per job, from the dispatcher configuration).
+
+    ``download_cache``: the directory, or ``false`` to go without; unset:
+    ``$LAVA_DOWNLOAD_CACHE``, else ``$XDG_CACHE_HOME/lava-dispatcher/downloads``.
+    ``download_cache_size``: the limit in bytes (10 GiB by default). A cache
+    directory that cannot be made is logged, and the job goes without.
+    """
+
+    def open_cache() -> DownloadCache | None:
+        try:
+            return download_cache.from_config(ctx.job.dispatcher)
+        except OSError as exc:
+            ctx.logger.warning(f"not using a download cache: {exc}")
+            return None
+
+    return ctx.shared("download-cache", open_cache, lambda _cache: None)
+
+
 class DownloadAction(Action):
-    """Fetch one image: checksums verified and decompression done while streaming."""
+    """Fetch one image: checksums verified and decompression done while streaming,
+    through the download cache (http and https only; ``use_cache: false`` skips it)."""
 
     name = "file-download"
     description = "download an image"
     summary = "download"
     timeout_exception = InfrastructureError
+    provides = (DOWNLOADED,)
 
     def __init__(self, key: str, params: Mapping[str, Any]) -> None:
         scheme = urllib.parse.urlparse(str(params.get("url", ""))).scheme
@@ -54,21 +84,25 @@ class DownloadAction(Action):
         url = str(self.image.get("url") or "")
         if urllib.parse.urlparse(url).scheme not in ("http", "https", "file"):
             self.errors.append(f"images.{self.key}.url: {url!r} is not an http(s) or file URL")
+        compression = self.image.get("compression")
+        if compression not in (None, *COMPRESSIONS):
+            self.errors.append(
+                f"images.{self.key}.compression: {compression!r} is not one of {', '.join(COMPRESSIONS)}"
+            )
+        archive = self.image.get("archive")
+        if archive not in (None, *ARCHIVES):
+            self.errors.append(
+                f"images.{self.key}.archive: {archive!r} is not one of {', '.join(ARCHIVES)}"
+            )
 
     def run(self, ctx: RunContext) -> None:
         url = str(self.image["url"])
         compression = self.image.get("compression")
+        archive = self.image.get("archive")
         directory = ctx.mkdtemp(f"download-{self.key}")
-        dest = directory / local_name(url, compression)
-        last = [0]
-
-        def progress(received: int) -> None:
-            # a line per 10% of a known size would need the size; log every 64 MiB
-            if received - last[0] >= 64 << 20:
-                last[0] = received
-                ctx.logger.debug(f"{self.key}: {received >> 20} MiB")
-
-        ctx.logger.info(f"downloading {url}")
+        # with archive: tar, the directory the tarball is unpacked into
+        dest = directory / (self.key if archive else local_name(url, compression))
+        cache = cache_for(ctx) if self.image.get("use_cache", True) is not False else None
         result = fetch(
             url,
             dest,
@@ -77,11 +111,18 @@ class DownloadAction(Action):
             headers=self.image.get("headers") or {},
             checksums={k: self.image[k] for k in CHECKSUMS if self.image.get(k)},
             compression=compression,
-            on_progress=progress,
+            archive=archive,
+            cache=cache,
+            logger=ctx.logger,
+            label=self.key,
         )
-        ctx.data(self.namespace).set(DOWNLOADED, dest, label=self.key)
-        self.results = {"label": self.key, "size": result.size, **result.digests}
-        ctx.logger.info(f"{self.key}: {result.size} bytes from {url}")
+        ctx.data(self.namespace).set(DOWNLOADED, result.path, label=self.key)
+        self.results = {
+            "label": self.key,
+            "size": result.size,
+            **result.digests,
+            "cache": result.cache,
+        }
 
 
 class DownloaderAction(RetryAction):
