@@ -1,0 +1,1 @@
+"""Real Linux under QEMU: Debian kernels and busybox initramfs images (see images.py)."""
