@@ -19,6 +19,8 @@ BUILTIN_PLUGINS = (
     "lava_dispatcher.actions.boot.minimal",
     "lava_dispatcher.actions.deploy.overlay",
     "lava_dispatcher.actions.deploy.flasher",
+    "lava_dispatcher.actions.deploy.images",
+    "lava_dispatcher.actions.boot.qemu",
     "lava_dispatcher.actions.test.shell",
     "lava_dispatcher.actions.test.monitor",
     "lava_dispatcher.actions.test.interactive",

@@ -8,6 +8,7 @@ ran), 3 canceled.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -206,6 +207,10 @@ def run_job(
             if live:
                 print(f"invalid input: {exc}", file=sys.stderr)
             return EXIT_INVALID
+        # everything built so far (schemas, plugins, the pipeline) lives until
+        # the end: keep the garbage collector from scanning it again and again,
+        # and at exit (a full collection of ~60k objects costs ~50 ms)
+        gc.freeze()
         for name, value in (job.parameters.get("secrets") or {}).items():
             os.environ[str(name)] = str(value)
             logger.add_secret(str(value))

@@ -64,6 +64,10 @@ class NamespaceData:
                 f"no {what} in namespace {self.namespace!r}: no earlier action provided it"
             ) from None
 
+    def labels(self, key: Key[Any]) -> list[str]:
+        """The labels ``key`` was set under, in the order they were set."""
+        return [label for (k, label) in self._values if k == key]
+
     def pop(self, key: Key[T], label: str = "") -> T | None:
         return cast("T | None", self._values.pop((key, label), None))
 

@@ -26,19 +26,14 @@ from __future__ import annotations
 
 import bz2
 import contextlib
-import functools
 import hashlib
-import http.client
 import lzma
 import os
 import shutil
-import socket
 import tarfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -351,135 +346,18 @@ def _decoder(compression: str | None, sink: _Sink) -> _Decoder:
     )
 
 
-# --------------------------------------------------------------------------- HTTP
-class _Sockets:
-    """The sockets of one fetch, so that a cancel can shut them down (which
-    wakes a thread blocked reading them, where close() would not)."""
+def _read_errors(scheme: str) -> tuple[type[BaseException], ...]:
+    if scheme == "file":
+        return ()
+    from lava_dispatcher import http_opener
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._closed = False
-
-    def add(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.append(sock)
-            closed = self._closed
-        if closed:
-            _shutdown(sock)
-
-    def shutdown(self) -> None:
-        with self._lock:
-            self._closed = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _shutdown(sock)
-
-
-def _shutdown(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-class _Tracking:
-    """Mixed into the HTTP(S) connections: registers their sockets."""
-
-    sock: Any
-
-    def _track(self, sockets: _Sockets) -> None:
-        self._sockets = sockets
-        create = self._create_connection  # type: ignore[has-type]
-
-        def tracked(*args: Any, **kwargs: Any) -> socket.socket:
-            sock = create(*args, **kwargs)
-            sockets.add(sock)
-            return sock
-
-        self._create_connection = tracked
-
-    def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        self._sockets.add(self.sock)
-
-
-class _HTTPConnection(_Tracking, http.client.HTTPConnection):
-    def __init__(self, *args: Any, sockets: _Sockets, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._track(sockets)
-
-
-class _HTTPSConnection(_Tracking, http.client.HTTPSConnection):
-    def __init__(self, *args: Any, sockets: _Sockets, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._track(sockets)
-
-
-class _HTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, sockets: _Sockets) -> None:
-        super().__init__()
-        self._sockets = sockets
-
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        factory = functools.partial(_HTTPConnection, sockets=self._sockets)
-        return self.do_open(factory, req)
-
-
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, sockets: _Sockets) -> None:
-        super().__init__()
-        self._sockets = sockets
-
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        factory = functools.partial(_HTTPSConnection, sockets=self._sockets)
-        return self.do_open(factory, req, context=getattr(self, "_context", None))
-
-
-#: request headers that must not follow a redirect to another host
-_CREDENTIALS = ("authorization", "cookie")
-
-
-class _Redirects(urllib.request.HTTPRedirectHandler):
-    """Follows redirects, but only to http(s), never from https down to http,
-    and without the job's credentials when the host changes."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__()
-        self.url = url
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: Any,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        old = urllib.parse.urlsplit(req.full_url)
-        new = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl))
-        if new.scheme not in ("http", "https"):
-            raise JobError(f"{self.url}: refusing to follow the redirect to {newurl} (not http or https)")
-        if old.scheme == "https" and new.scheme == "http":
-            raise JobError(f"{self.url}: refusing to follow the redirect from https to http ({newurl})")
-        request = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if request is not None and (old.hostname, old.port) != (new.hostname, new.port):
-            for name in list(request.headers):
-                if name.lower() in _CREDENTIALS:
-                    del request.headers[name]
-        return request
+    return http_opener.READ_ERRORS
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
-        inner = exc.reason
-        return _reason(inner) if isinstance(inner, BaseException) else str(inner)
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return "timed out"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the host name ({exc.strerror or exc})"
-    return str(exc) or type(exc).__name__
+    from lava_dispatcher import http_opener
+
+    return http_opener.reason(exc)
 
 
 # --------------------------------------------------------------------------- the cache's copy
@@ -583,7 +461,9 @@ class _Transfer:
             )
         self.compression = compression
         if archive is not None and archive not in ARCHIVES:
-            raise JobError(f"unsupported archive {archive!r} for {url}; expected one of {', '.join(ARCHIVES)}")
+            raise JobError(
+                f"unsupported archive {archive!r} for {url}; expected one of {', '.join(ARCHIVES)}"
+            )
         self.archive = archive
         self.scheme = urllib.parse.urlsplit(url).scheme
         if self.scheme not in ("http", "https", "file"):
@@ -597,10 +477,8 @@ class _Transfer:
         self.status = ""
         self.waiting_for_lock = False
         self._commit = threading.Lock()
-        self._sockets = _Sockets()
-        self._opener = urllib.request.build_opener(
-            _HTTPHandler(self._sockets), _HTTPSHandler(self._sockets), _Redirects(url)
-        )
+        self._sockets: Any = None  # http_opener.Sockets, for http(s) URLs
+        self._opener: Any = None
         name = self.dest.name
         self._partial = self.dest.with_name(name + ".part")
         self._unzipped = self.dest.with_name(name + ".unzip.part")
@@ -650,7 +528,8 @@ class _Transfer:
     def abort(self) -> None:
         with self._commit:
             self.stop.set()
-        self._sockets.shutdown()
+        if self._sockets is not None:
+            self._sockets.shutdown()
 
     def remove_leftovers(self) -> None:
         for path in (self._partial, self._unzipped):
@@ -760,25 +639,36 @@ class _Transfer:
         """The response to GET url; None for 304 Not Modified (conditional only)."""
         self.check()
         if self.scheme == "file":
-            path = urllib.request.url2pathname(urllib.parse.urlsplit(self.url).path)
+            path = urllib.parse.unquote(
+                urllib.parse.urlsplit(self.url).path
+            )  # url2pathname on POSIX
             try:
                 return open(path, "rb")
             except OSError as exc:
                 raise InfrastructureError(f"cannot read {self.url}: {exc.strerror or exc}") from exc
-        request = urllib.request.Request(self.url, headers={**self.headers, **(conditional or {})})
+        from lava_dispatcher import http_opener  # lazily: see its docstring
+
+        if self._opener is None:
+            self._sockets = http_opener.Sockets()
+            self._opener = http_opener.build_opener(self.url, self._sockets)
+            if self.stop.is_set():  # canceled while the opener was built
+                self._sockets.shutdown()
+        request = http_opener.request(self.url, {**self.headers, **(conditional or {})})
         try:
             response: BinaryIO = self._opener.open(request, timeout=self.remaining())
             return response
-        except urllib.error.HTTPError as exc:
+        except http_opener.HTTPError as exc:
             exc.close()
             if exc.code == 304 and conditional:
                 return None
             raise InfrastructureError(
                 f"cannot download {self.url}: HTTP {exc.code} {exc.reason}"
             ) from exc
-        except (OSError, http.client.HTTPException) as exc:
+        except http_opener.READ_ERRORS as exc:
             self.check()
-            raise InfrastructureError(f"cannot download {self.url}: {_reason(exc)}") from exc
+            raise InfrastructureError(
+                f"cannot download {self.url}: {http_opener.reason(exc)}"
+            ) from exc
 
     def download(
         self,
@@ -885,11 +775,16 @@ class _Transfer:
         self.log.debug(f"saving as {self.dest}")
         with open(self._partial, "wb") as out:
             decoder = _decoder(self.compression, _Sink(out, self._partial))
+            read_errors: tuple[type[BaseException], ...] = (
+                OSError,
+                ValueError,
+                *_read_errors(self.scheme),
+            )
             while True:
                 self.check()
                 try:
                     chunk = source.read(CHUNK)
-                except (OSError, http.client.HTTPException, ValueError) as exc:
+                except read_errors as exc:
                     self.check()
                     raise InfrastructureError(
                         f"download of {self.url} failed after {received} bytes: {_reason(exc)}"
@@ -904,7 +799,9 @@ class _Transfer:
                 try:
                     decoder.feed(chunk)
                 except _DecodeError as exc:
-                    raise JobError(f"cannot decompress {self.url} as {self.compression}: {exc}") from exc
+                    raise JobError(
+                        f"cannot decompress {self.url} as {self.compression}: {exc}"
+                    ) from exc
                 if progress is not None:
                     progress(received)
                 if self.on_progress is not None:
@@ -926,7 +823,9 @@ class _Transfer:
             try:
                 decoder.finish()
             except _DecodeError as exc:
-                raise JobError(f"cannot decompress {self.url} as {self.compression}: {exc}") from exc
+                raise JobError(
+                    f"cannot decompress {self.url} as {self.compression}: {exc}"
+                ) from exc
         made = self._partial
         if self.compression == "zip":
             _unzip_single(self._partial, self._unzipped, self.url, self.check)
@@ -1012,7 +911,9 @@ def _unzip_single(archive: Path, dest: Path, url: str, check: Callable[[], None]
         with zipfile.ZipFile(archive) as zipped:
             members = [m for m in zipped.infolist() if not m.is_dir()]
             if len(members) != 1:
-                raise JobError(f"{url}: a zip image must hold exactly one file, it holds {len(members)}")
+                raise JobError(
+                    f"{url}: a zip image must hold exactly one file, it holds {len(members)}"
+                )
             with zipped.open(members[0]) as source, open(dest, "wb") as out:
                 while True:
                     check()

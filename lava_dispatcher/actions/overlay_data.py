@@ -1,4 +1,4 @@
-"""What the overlay deploy actions hand to the boot and test actions.
+"""What the deploy actions hand to the boot and test actions.
 
 Declared once here: the deploy side (``lava-overlay`` and its children)
 provides these keys, the boot side (``overlay-unpack``) and the test shell
@@ -50,3 +50,7 @@ TEST_DEFINITIONS: Key[dict] = Key(
 )
 #: commands the test shell types before starting the runner (mounting the overlay...)
 PRE_COMMANDS: Key[list] = Key("pre-command-list", list, "typed before lava-test-runner")
+#: a tmpfs image's QEMU arguments, by image label ("-kernel {kernel}")
+IMAGE_ARGS: Key[str] = Key("image-arg", str, "the image_arg of a tmpfs image, by label")
+#: the ext2 disk holding the overlay, for a VM whose images did not take it
+GUEST_DISK: Key[Path] = Key("guest-disk", Path, "the overlay on a guest disk image")

@@ -26,7 +26,6 @@ from lava_dispatcher.download import (
     CHUNK,
     Progress,
     _Members,
-    _Redirects,
     _Sink,
     _Zstd,
     fetch,
@@ -34,6 +33,7 @@ from lava_dispatcher.download import (
 )
 from lava_dispatcher.download_cache import DownloadCache
 from lava_dispatcher.errors import InfrastructureError, JobCanceled, JobError
+from lava_dispatcher.http_opener import _Redirects
 from lava_dispatcher.timing import Interrupter
 
 from .conftest import Lines, Server

@@ -53,6 +53,8 @@ class QemuImage:
     def require(self) -> QemuImage:
         """Skip the calling test when this arch cannot be booted here."""
         if self.reason:
+            if os.environ.get("LAVA_TESTS_REQUIRE_QEMU"):  # set by .ci/run
+                pytest.fail(f"{self.reason} (.ci/run requires the QEMU tests to run)")
             pytest.skip(self.reason)
         return self
 

@@ -249,3 +249,29 @@ def test_terminated_runner_reports_exit_once(fresh_overlay: Overlay) -> None:
     rest = runner.stdout.read()
     assert runner.wait(timeout=10) == 143
     assert signals(rest) == ["<LAVA_TEST_RUNNER EXIT>"]
+
+
+def test_runner_conf_blanks_stray_signals_and_no_final_newline(fresh_overlay: Overlay) -> None:
+    """The runner reads its list with the shell alone: padding, blank lines and
+    stray signal lines are skipped; a last line without newline still counts."""
+    stage = write_stage(
+        fresh_overlay,
+        0,
+        [AFTER, TestDef(name="last", steps=["lava-test-case last-case --result pass"])],
+    )
+    conf = stage / "lava-test-runner.conf"
+    first, second = conf.read_text(encoding="utf-8").split()
+    conf.write_text(
+        f"\n   {first}  \n<LAVA_SIGNAL_TESTCASE TEST_CASE_ID=stray RESULT=fail>\n\n\t{second}",
+        encoding="utf-8",
+    )
+    proc = run_runner(fresh_overlay, stage)
+    assert proc.returncode == 0, proc.stderr
+    got = signals(proc.stdout)
+    assert "<LAVA_SIGNAL_TESTCASE TEST_CASE_ID=after-case RESULT=pass>" in got
+    assert "<LAVA_SIGNAL_TESTCASE TEST_CASE_ID=last-case RESULT=pass>" in got
+    assert not any("stray" in line for line in got)
+    assert got[-1] == "<LAVA_TEST_RUNNER EXIT>"
+    # both tests kept their results on the device, under one time stamp
+    results = sorted(p.name.rsplit("-", 1)[0] for p in (stage / "results").iterdir())
+    assert results == ["0_after", "1_last"]

@@ -1,7 +1,7 @@
 """``test: definitions``: run lava-test-runner on the DUT and turn its signals into results.
 
 The action types what LAVA types (a prompt check, the pre-commands,
-``export SHELL=...``, ``. <results_dir>/environment`` with a return-code
+``export SHELL=...; . <results_dir>/environment`` (one line) with a return-code
 check, ``<results_dir>/bin/lava-test-runner <results_dir>/<stage>``), then
 handles the events a :class:`~.signals.SignalWatcher` queues from the
 console's reader thread until ``<LAVA_TEST_RUNNER EXIT>``. Results have
@@ -15,6 +15,7 @@ never crashes the job. ``lava-test-raise`` ends the action with TestError.
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -131,11 +132,12 @@ class TestShellAction(Action):
             for command in space.get(PRE_COMMANDS, default=None) or []:
                 shell.sendline(command, delay=self.character_delay)
                 shell.wait_for_prompt(timeout=ctx.remaining())
+            source = f". {results}/environment"
             sh_cmd = space.get(TEST_SHELL, default=None)
             if sh_cmd:
-                shell.sendline(f"export SHELL={sh_cmd}", delay=self.character_delay)
-                shell.wait_for_prompt(timeout=ctx.remaining())
-            shell.run(f". {results}/environment", timeout=ctx.remaining(), check=True)
+                # one line, one round trip to the DUT (LAVA types two)
+                source = f"export SHELL={shlex.quote(sh_cmd)}; {source}"
+            shell.run(source, timeout=ctx.remaining(), check=True)
         except CommandFailed as exc:
             raise JobError(f"cannot source {results}/environment on the DUT: {exc}") from exc
         except ExpectTimeout as exc:
