@@ -21,6 +21,8 @@ BUILTIN_PLUGINS = (
     "lava_dispatcher.actions.deploy.flasher",
     "lava_dispatcher.actions.deploy.images",
     "lava_dispatcher.actions.boot.qemu",
+    "lava_dispatcher.actions.deploy.tftp",
+    "lava_dispatcher.actions.boot.u_boot",
     "lava_dispatcher.actions.test.shell",
     "lava_dispatcher.actions.test.monitor",
     "lava_dispatcher.actions.test.interactive",

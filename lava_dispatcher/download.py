@@ -929,7 +929,14 @@ def _unzip_single(archive: Path, dest: Path, url: str, check: Callable[[], None]
         raise InfrastructureError(f"cannot unzip {url} into {dest}: {exc}") from exc
 
 
-def _untar(tarball: Path, target: Path, url: str, check: Callable[[], None]) -> None:
+def unpack_tar(tarball: Path, target: Path, url: str, *, rootfs: bool = False) -> None:
+    """Unpack ``tarball`` into the new directory ``target``, without path
+    traversal. ``rootfs``: a root filesystem (device nodes and modes kept,
+    setuid bits dropped: tarfile's "tar" filter), else plain data."""
+    _untar(tarball, target, url, lambda: None, rootfs=rootfs)
+
+
+def _untar(tarball: Path, target: Path, url: str, check: Callable[[], None], *, rootfs: bool = False) -> None:
     """Unpack ``tarball`` into the new directory ``target``, without path traversal."""
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir()
@@ -941,7 +948,7 @@ def _untar(tarball: Path, target: Path, url: str, check: Callable[[], None]) -> 
                     check()
                     yield member
 
-            tar.extractall(target, members=members(), filter="data")
+            tar.extractall(target, members=members(), filter="tar" if rootfs else "data")
     except tarfile.FilterError as exc:
         raise JobError(f"refusing to unpack {url}: {exc}") from exc
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:

@@ -54,3 +54,13 @@ PRE_COMMANDS: Key[list] = Key("pre-command-list", list, "typed before lava-test-
 IMAGE_ARGS: Key[str] = Key("image-arg", str, "the image_arg of a tmpfs image, by label")
 #: the ext2 disk holding the overlay, for a VM whose images did not take it
 GUEST_DISK: Key[Path] = Key("guest-disk", Path, "the overlay on a guest disk image")
+#: a file the bootloader fetches by TFTP, by label (kernel, ramdisk, dtb, tee,
+#: dtbo0...): its name relative to the TFTP root, what {KERNEL}... become
+BOOT_FILE: Key[str] = Key("boot-file", str, "a TFTP file for the bootloader, by label")
+#: the U-Boot command that boots the deployed kernel: bootz, booti or bootm
+BOOT_COMMAND: Key[str] = Key("bootcommand", str, "bootz/booti/bootm for the deployed kernel")
+#: the NFS root for the kernel's command line: {NFSROOTFS} (label "path") and
+#: {NFS_SERVER_IP} (label "server")
+NFS_ROOT: Key[str] = Key("nfs-root", str, "the NFS export the DUT mounts as its root")
+#: the job's TFTP directory relative to the TFTP root ({EXTRA_FILES_DIR} is under it)
+TFTP_SUFFIX: Key[str] = Key("tftp-suffix", str, "the job's TFTP directory, relative to the root")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,10 @@ from lava_dispatcher.pipeline import Action, RetryAction, RunContext
 #: the downloaded file for an image key (label: the key, e.g. "ramdisk"); with
 #: ``archive: tar``, the directory the tarball was unpacked into
 DOWNLOADED: Key[Path] = Key("downloaded-file", Path, "an image downloaded by download-retry")
+
+#: where an image goes (a directory the key's own directory is made in),
+#: when not in the job's temporary directory: the job's TFTP directory...
+Into = Callable[[RunContext], Path]
 
 _COMPRESSION_SUFFIX = {"gz": ".gz", "xz": ".xz", "bz2": ".bz2", "zstd": ".zst", "zip": ".zip"}
 
@@ -73,12 +77,13 @@ class DownloadAction(Action):
     timeout_exception = InfrastructureError
     provides = (DOWNLOADED,)
 
-    def __init__(self, key: str, params: Mapping[str, Any]) -> None:
+    def __init__(self, key: str, params: Mapping[str, Any], into: Into | None = None) -> None:
         scheme = urllib.parse.urlparse(str(params.get("url", ""))).scheme
         self.name = "http-download" if scheme in ("http", "https") else "file-download"
         super().__init__()
         self.key = key
         self.image = params
+        self.into = into
 
     def validate(self) -> None:
         url = str(self.image.get("url") or "")
@@ -99,7 +104,11 @@ class DownloadAction(Action):
         url = str(self.image["url"])
         compression = self.image.get("compression")
         archive = self.image.get("archive")
-        directory = ctx.mkdtemp(f"download-{self.key}")
+        if self.into is None:
+            directory = ctx.mkdtemp(f"download-{self.key}")
+        else:
+            directory = self.into(ctx) / self.key
+            directory.mkdir(parents=True, exist_ok=True)
         # with archive: tar, the directory the tarball is unpacked into
         dest = directory / (self.key if archive else local_name(url, compression))
         cache = cache_for(ctx) if self.image.get("use_cache", True) is not False else None
@@ -130,14 +139,15 @@ class DownloaderAction(RetryAction):
     description = "download with retry"
     summary = "download-retry"
 
-    def __init__(self, key: str, params: Mapping[str, Any]) -> None:
+    def __init__(self, key: str, params: Mapping[str, Any], into: Into | None = None) -> None:
         super().__init__()
         self.key = key
         self.image = params
+        self.into = into
 
     def populate(self, parameters: Mapping[str, Any]) -> None:
         pipeline = self.new_pipeline(parameters)
-        pipeline.add_action(DownloadAction(self.key, self.image))
+        pipeline.add_action(DownloadAction(self.key, self.image, self.into))
         if self.image.get("overlays"):
             pipeline.add_action(AppendOverlays(self.key, self.image))
 
@@ -167,7 +177,9 @@ class AppendOverlays(Action):
             )
         for name in overlays:
             if name != "lava":
-                self.errors.append(f"images.{self.key}.overlays.{name}: only the 'lava' overlay is supported")
+                self.errors.append(
+                    f"images.{self.key}.overlays.{name}: only the 'lava' overlay is supported"
+                )
 
     def run(self, ctx: RunContext) -> None:
         from lava_dispatcher import ramdisk

@@ -100,8 +100,12 @@ class TestShellAction(Action):
         space = ctx.data(self.namespace)
         results = space.get(RESULTS_DIR, default=None)
         if results is None:
-            raise JobError("Nothing to run: no overlay was deployed for this test (is a deploy action missing?)")
-        infos = {i.uuid: i for i in definitions(ctx, self.namespace).values() if i.stage == self.stage}
+            raise JobError(
+                "Nothing to run: no overlay was deployed for this test (is a deploy action missing?)"
+            )
+        infos = {
+            i.uuid: i for i in definitions(ctx, self.namespace).values() if i.stage == self.stage
+        }
         self.by_testrun = {i.testrun_id: i for i in infos.values()}
         watcher = SignalWatcher(ctx.logger, {i.testrun_id: i.pattern for i in infos.values()})
         self.run_state = None
@@ -112,7 +116,9 @@ class TestShellAction(Action):
         try:
             self._type_setup(ctx, connection, results, space)
             connection.console.watchers.append(watcher)
-            shell.sendline(f"{results}/bin/lava-test-runner {results}/{self.stage}", delay=self.character_delay)
+            shell.sendline(
+                f"{results}/bin/lava-test-runner {results}/{self.stage}", delay=self.character_delay
+            )
             ctx.logger.info(f"Test shell timeout: {ctx.remaining():.0f}s")
             self._follow(ctx, watcher, connection)
             # move the console's expect position past the runner's output
@@ -132,7 +138,9 @@ class TestShellAction(Action):
             for command in space.get(PRE_COMMANDS, default=None) or []:
                 shell.sendline(command, delay=self.character_delay)
                 shell.wait_for_prompt(timeout=ctx.remaining())
-            source = f". {results}/environment"
+            # "." of a missing file aborts the whole line in POSIX shells (no
+            # return-code marker would come): test for it first
+            source = f"test -r {results}/environment && . {results}/environment"
             sh_cmd = space.get(TEST_SHELL, default=None)
             if sh_cmd:
                 # one line, one round trip to the DUT (LAVA types two)
