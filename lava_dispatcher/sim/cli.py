@@ -2,6 +2,8 @@
 
 sim run [knobs]                         the board on stdin/stdout, powered on now
 sim serve --control DIR [--pty LINK] [--tcp PORT] [--detach] [knobs]
+    (knobs include --bootloader u-boot [--tftp-root DIR] [--autoboot-delay N]
+    [--bootloader-prompt TEXT] [--ignore-interrupt N] [--reset-loop])
 sim power on|off|reset|status --control DIR
 sim flash --control DIR --ramdisk FILE  the initramfs a served board boots next
 sim stop --control DIR
@@ -26,8 +28,12 @@ Simulated devices under test: a board that prints a Linux boot log and a
 login prompt on its console, then runs a real shell (on this host, with your
 rights, or with --rootfs/--ramdisk chrooted into the board's own root file
 system in namespaces of its own) whose echo and output come back with CR LF
-line endings, like a serial console. Faults can be injected: kernel panics,
-hangs, lost or garbled characters, a slow baud rate, floods of output.
+line endings, like a serial console. With --bootloader u-boot, power-on and
+reboots go through a U-Boot-like bootloader first (countdown, '=> ' prompt,
+dhcp, tftp from --tftp-root, booti/bootz/bootm with a ramdisk of the job's).
+Faults can be injected: kernel panics, hangs, lost or garbled characters
+(typed ones too), a slow baud rate, floods of output, interrupts the
+bootloader ignores, reset loops.
 """
 
 

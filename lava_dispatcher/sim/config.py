@@ -9,6 +9,9 @@ import shutil
 from dataclasses import dataclass
 
 HANG_STAGES = ("boot", "login", "shell")
+BOOTLOADERS = ("u-boot",)
+DEFAULT_BOOTLOADER_PROMPT = "=> "
+DEFAULT_AUTOBOOT_DELAY = 2
 
 
 class ConfigError(ValueError):
@@ -37,6 +40,11 @@ class SimConfig:
     # root file system (default: the shell runs on the host)
     rootfs: str | None = None
     ramdisk: str | None = None
+    # bootloader (default: none, power-on starts the kernel)
+    bootloader: str | None = None
+    bootloader_prompt: str = DEFAULT_BOOTLOADER_PROMPT
+    autoboot_delay: int = DEFAULT_AUTOBOOT_DELAY
+    tftp_root: str | None = None
     # faults
     panic_after: float | None = None
     panic_on: str | None = None
@@ -47,10 +55,13 @@ class SimConfig:
     baud: int | None = None
     burst_mb: float | None = None
     burst_after: float = 0.0
+    input_drop_rate: float = 0.0
+    ignore_interrupt: int = 0
+    reset_loop: bool = False
 
     def __post_init__(self) -> None:
         # a daemon or a child process may run elsewhere: keep paths absolute
-        for name in ("rootfs", "ramdisk"):
+        for name in ("rootfs", "ramdisk", "tftp_root"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, os.path.abspath(os.fspath(value)))
@@ -100,7 +111,12 @@ class SimConfig:
             raise ConfigError(
                 f"--hang-at: must be one of {', '.join(HANG_STAGES)}, not {self.hang_at!r}"
             )
-        for name, rate in (("drop-rate", self.drop_rate), ("garble-rate", self.garble_rate)):
+        rates = (
+            ("drop-rate", self.drop_rate),
+            ("garble-rate", self.garble_rate),
+            ("input-drop-rate", self.input_drop_rate),
+        )
+        for name, rate in rates:
             if not 0.0 <= rate <= 1.0:
                 raise ConfigError(f"--{name}: must be a fraction between 0 and 1, not {rate}")
         if self.drop_rate + self.garble_rate > 1.0:
@@ -113,12 +129,44 @@ class SimConfig:
             raise ConfigError(f"--rootfs: {self.rootfs!r} is not a directory")
         if self.ramdisk is not None and not os.path.isfile(self.ramdisk):
             raise ConfigError(f"--ramdisk: {self.ramdisk!r} is not a file")
+        self._validate_bootloader()
         if self.root_mode:
             # the shell is looked for inside the root file system, at boot
             if not self.shell:
                 raise ConfigError("--shell: must not be empty")
         elif self.resolve_shell() is None:
             raise ConfigError(f"--shell: {self.shell!r} is not an executable program")
+
+    def _validate_bootloader(self) -> None:
+        if self.bootloader is not None and self.bootloader not in BOOTLOADERS:
+            raise ConfigError(
+                f"--bootloader: must be one of {', '.join(BOOTLOADERS)}, not {self.bootloader!r}"
+            )
+        if self.autoboot_delay < -2:
+            raise ConfigError(
+                f"--autoboot-delay: must be -2 or more (-1: no autoboot, -2: autoboot "
+                f"without a countdown), not {self.autoboot_delay}"
+            )
+        if not self.bootloader_prompt:
+            raise ConfigError("--bootloader-prompt: must not be empty")
+        if self.ignore_interrupt < 0:
+            raise ConfigError(f"--ignore-interrupt: must be 0 or more, not {self.ignore_interrupt}")
+        if self.tftp_root is not None and not os.path.isdir(self.tftp_root):
+            raise ConfigError(f"--tftp-root: {self.tftp_root!r} is not a directory")
+        if self.bootloader is None:
+            given = [
+                option
+                for option, value, default in (
+                    ("--bootloader-prompt", self.bootloader_prompt, DEFAULT_BOOTLOADER_PROMPT),
+                    ("--autoboot-delay", self.autoboot_delay, DEFAULT_AUTOBOOT_DELAY),
+                    ("--tftp-root", self.tftp_root, None),
+                    ("--ignore-interrupt", self.ignore_interrupt, 0),
+                    ("--reset-loop", self.reset_loop, False),
+                )
+                if value != default
+            ]
+            if given:
+                raise ConfigError(f"{', '.join(given)}: need --bootloader u-boot")
 
     def resolve_shell(self) -> str | None:
         """The shell's full path, or None when it cannot be run."""
@@ -218,6 +266,38 @@ def add_knob_arguments(parser: argparse.ArgumentParser) -> None:
         help="at every power-on, unpack the initramfs FILE (cpio newc, compressed or "
         "not, segments one after the other) into a fresh root and run the shell there",
     )
+    loader = parser.add_argument_group(
+        "bootloader (default: none, power-on boots the kernel at once)"
+    )
+    loader.add_argument(
+        "--bootloader",
+        choices=BOOTLOADERS,
+        default=None,
+        help="power-on and reboots enter a U-Boot-like bootloader: a banner, an autoboot "
+        "countdown any key interrupts, then a '=> ' prompt with setenv, printenv, dhcp, "
+        "tftp, booti/bootz/bootm, boot, reset... (see lava_dispatcher/sim/uboot.py)",
+    )
+    loader.add_argument(
+        "--bootloader-prompt",
+        default=d.bootloader_prompt,
+        metavar="TEXT",
+        help="the bootloader's command prompt (default: '%(default)s')",
+    )
+    loader.add_argument(
+        "--autoboot-delay",
+        type=int,
+        default=d.autoboot_delay,
+        metavar="SECONDS",
+        help="the autoboot countdown, U-Boot's bootdelay: -1 never autoboots, -2 autoboots "
+        "without a countdown (default: %(default)s)",
+    )
+    loader.add_argument(
+        "--tftp-root",
+        default=None,
+        metavar="DIR",
+        help="the TFTP server's root: 'tftp ADDR FILE' loads DIR/FILE (default: no TFTP "
+        "server, every file is 'not found')",
+    )
     faults = parser.add_argument_group("faults")
     faults.add_argument(
         "--panic-after",
@@ -257,7 +337,28 @@ def add_knob_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="random seed for --drop-rate/--garble-rate",
+        help="random seed for --drop-rate/--garble-rate/--input-drop-rate",
+    )
+    faults.add_argument(
+        "--input-drop-rate",
+        type=float,
+        default=d.input_drop_rate,
+        metavar="P",
+        help="fraction of the characters typed into the board that are lost (all stages)",
+    )
+    faults.add_argument(
+        "--ignore-interrupt",
+        type=int,
+        default=d.ignore_interrupt,
+        metavar="N",
+        help="with --bootloader: the first N attempts to interrupt the autoboot countdown "
+        "are ignored (an attempt: keys typed less than 0.15 s apart)",
+    )
+    faults.add_argument(
+        "--reset-loop",
+        action="store_true",
+        help="with --bootloader: the board resets a few kernel lines after 'Starting "
+        "kernel ...', back to the bootloader banner, again and again",
     )
     faults.add_argument(
         "--baud",

@@ -34,6 +34,7 @@ from lava_dispatcher.sim.transports import (
     StdioConsole,
     TcpConsole,
 )
+from lava_dispatcher.sim.uboot import bootloader_factory
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # How long `serve --detach` waits for the daemon to report ready.
@@ -47,8 +48,19 @@ class SimError(Exception):
 def _make_dut(loop: EventLoop, config: SimConfig, console: Console) -> SimDUT:
     faults = FaultInjector(config.drop_rate, config.garble_rate, config.seed)
     line = SerialLine(loop, console, baud=config.baud, faults=faults)
-    dut = SimDUT(loop, config, line)
-    console.on_input = dut.input
+    dut = SimDUT(loop, config, line, bootloader=bootloader_factory(config))
+    if config.input_drop_rate:
+        # characters typed into the board lost on the way (their own random stream)
+        typed = FaultInjector(config.input_drop_rate, 0.0, config.seed)
+
+        def board_input(data: bytes) -> None:
+            data = typed.apply(data)
+            if data:
+                dut.input(data)
+
+        console.on_input = board_input
+    else:
+        console.on_input = dut.input
     return dut
 
 

@@ -11,12 +11,17 @@ input (`input`), to its own deadlines (timers it starts through `call_at` /
 methods (`start_kernel`, `start_userspace`, `start_shell`, `panic`, `hang`).
 Power off leaves whatever stage is current, which kills the shell.
 
-Bootloader hook: `SimDUT(..., bootloader=factory)` makes power-on enter the
-stage `factory(dut)` returns (its `stage` should be `Stage.BOOTLOADER`)
-instead of going straight to the kernel. Such a stage prints its banner and
-countdown from `enter()`, reads keys in `input()`, and calls
-`dut.start_kernel()` when it boots; nothing else needs to change. No
-bootloader is built in yet.
+Bootloader hook: `SimDUT(..., bootloader=factory)` makes power-on (and
+every reboot or reset) enter the stage `factory(dut)` returns (its `stage`
+should be `Stage.BOOTLOADER`) instead of going straight to the kernel. Such
+a stage prints its banner and countdown from `enter()`, reads keys in
+`input()`, and boots with `dut.boot_linux(ramdisk=..., cmdline=...)` (or
+`dut.start_kernel()`, the configured boot). A ramdisk handed over that way is
+the board's initramfs for that boot only, in place of --ramdisk or a flashed
+one; the next power-on, reset or reboot forgets it. `dut.warm_reset()`
+restarts the board from the bootloader without a power cut, `dut.enter()`
+switches to a stage of the bootloader's own. `uboot` is the built-in one
+(`--bootloader u-boot`).
 
 The shell is a real program (`/bin/sh -i` by default) started in a pty the
 simulator owns, in a session of its own; its terminal echo and output are
@@ -91,6 +96,7 @@ BOX_EXIT_WAIT = 1.0
 TERMINAL_QUERIES = (b"\x1b[6n",)
 EXIT_SIGNALS: dict[int, str] = {signal.SIGHUP: "reboot", signal.SIGINT: "poweroff"}
 RAMDISK_PANIC = "VFS: Unable to mount root fs on unknown-block(0,0)"
+KERNEL_COMMAND_LINE = "Kernel command line: "
 
 
 def power_action(line: bytes) -> str | None:
@@ -198,8 +204,16 @@ class KernelStage(StageHandler):
 
     def enter(self) -> None:
         self.lines = text.kernel_lines(
-            self.config.boot_lines, self.config.baud, initramfs=bool(self.dut.ramdisk)
+            self.config.boot_lines, self.config.baud, initramfs=bool(self.dut.booted_ramdisk)
         )
+        if self.dut.boot_args is not None:
+            # the bootloader's bootargs
+            self.lines = [
+                f"{KERNEL_COMMAND_LINE}{self.dut.boot_args}"
+                if line.startswith(KERNEL_COMMAND_LINE)
+                else line
+                for line in self.lines
+            ]
         if self.dut.root_mode:
             # unpack the initramfs (or take the root directory) now
             extra = self.dut.prepare_root()
@@ -673,6 +687,10 @@ class SimDUT:
         self.last_byte = LF
         # the ramdisk booted at power-on (--ramdisk, or what `flash` gave)
         self.ramdisk: str | None = config.ramdisk
+        # this boot's ramdisk, handed over by the bootloader (a file of ours)
+        self.boot_ramdisk: str | None = None
+        # this boot's kernel command line, from the bootloader
+        self.boot_args: str | None = None
         # this boot's root file system (None: the shell runs on the host)
         self.root: BootRoot | None = None
         # why this boot cannot start userspace (a panic reason)
@@ -682,9 +700,14 @@ class SimDUT:
     # -- root file system ----------------------------------------------------------
 
     @property
+    def booted_ramdisk(self) -> str | None:
+        """The ramdisk of this boot: the bootloader's, else the board's."""
+        return self.boot_ramdisk or self.ramdisk
+
+    @property
     def root_mode(self) -> bool:
         """True when the shell runs in the board's own root file system."""
-        return bool(self.ramdisk or self.config.rootfs)
+        return bool(self.booted_ramdisk or self.config.rootfs)
 
     def flash(self, ramdisk: str | None) -> None:
         """Boot this ramdisk from the next power-on (or reboot) on."""
@@ -697,11 +720,12 @@ class SimDUT:
         self.release_root()
         self.root_failure = None
         lines: list[str] = []
-        if self.ramdisk:
+        image = self.booted_ramdisk
+        if image:
             lines.append("Trying to unpack rootfs image as initramfs...")
             try:
-                size = os.path.getsize(self.ramdisk)
-                self.root, extracted = namespace.unpack_ramdisk(self.ramdisk)
+                size = os.path.getsize(image)
+                self.root, extracted = namespace.unpack_ramdisk(image)
             except (RamdiskError, OSError) as exc:
                 lines.append(f"Initramfs unpacking failed: {exc}")
                 self.root_failure = RAMDISK_PANIC
@@ -730,6 +754,14 @@ class SimDUT:
         if root is not None:
             root.close()
 
+    def _forget_boot(self) -> None:
+        """A new boot starts: what the bootloader handed over last time is gone."""
+        path, self.boot_ramdisk = self.boot_ramdisk, None
+        self.boot_args = None
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
     def kernel_message(self, message: str) -> None:
         """A line written to /dev/kmsg reaches the console as the kernel's would."""
         if not self.powered:
@@ -756,11 +788,16 @@ class SimDUT:
             namespace.check_host()  # BoardError: this host cannot run the board
         self.powered_at = self.loop.time()
         self.last_byte = LF
+        self._boot()
+        return True
+
+    def _boot(self) -> None:
+        """From the start: the bootloader if there is one, else the kernel."""
+        self._forget_boot()
         if self.bootloader is not None:
             self._switch(self.bootloader(self))
         else:
             self.start_kernel()
-        return True
 
     def power_off(self) -> bool:
         """Cut the power (kills the shell); False when it was already off."""
@@ -768,6 +805,7 @@ class SimDUT:
             return False
         self._switch(OffStage(self))
         self.release_root()
+        self._forget_boot()
         self.line.discard()
         self.powered_at = None
         return True
@@ -781,11 +819,12 @@ class SimDUT:
         if self.last_byte != LF:
             self.emit(CRLF)
         self.emit(b"The system is going down for reboot NOW!" + CRLF)
+        self.warm_reset()
+
+    def warm_reset(self) -> None:
+        """The board resets itself (no power cut): boot again from the start."""
         self.powered_at = self.loop.time()
-        if self.bootloader is not None:
-            self._switch(self.bootloader(self))
-        else:
-            self.start_kernel()
+        self._boot()
 
     def soft_poweroff(self) -> None:
         """The OS powered itself off: the message reaches the console, then silence."""
@@ -794,6 +833,7 @@ class SimDUT:
         self.emit(b"The system is going down for power off NOW!" + CRLF + b"reboot: Power down" + CRLF)
         self._switch(OffStage(self))
         self.release_root()
+        self._forget_boot()
         self.powered_at = None
 
     def uptime(self) -> float:
@@ -807,6 +847,7 @@ class SimDUT:
             "shell_pid": None,
             "root": str(self.root.path) if self.root is not None else None,
             "ramdisk": self.ramdisk,
+            "boot_ramdisk": self.boot_ramdisk,
         }
         status.update(self.handler.status())
         return status
@@ -815,6 +856,36 @@ class SimDUT:
 
     def start_kernel(self) -> None:
         self._switch(KernelStage(self))
+
+    def boot_linux(self, *, ramdisk: bytes | None = None, cmdline: str | None = None) -> None:
+        """The bootloader starts Linux: `ramdisk` (the bytes the kernel gets,
+        no bootloader header) is this boot's initramfs instead of the
+        board's; `cmdline` the kernel command line."""
+        self._forget_boot()
+        self.boot_args = cmdline
+        if ramdisk is not None:
+            try:
+                fd, path = tempfile.mkstemp(prefix="lava-sim-boot-ramdisk-")
+                self.boot_ramdisk = path  # deleted by the next boot or power-off
+                with os.fdopen(fd, "wb") as out:
+                    out.write(ramdisk)
+            except OSError as exc:
+                self.emit(f"sim: cannot keep the ramdisk: {exc}".encode() + CRLF)
+                self.panic(RAMDISK_PANIC)
+                return
+        if self.root_mode:
+            try:
+                namespace.check_host()
+            except BoardError as exc:
+                message = f"sim: this host cannot run the board's root file system: {exc}"
+                self.emit(message.encode() + CRLF)
+                self.panic(NO_INIT)
+                return
+        self.start_kernel()
+
+    def enter(self, handler: StageHandler) -> None:
+        """Switch to a stage of the caller's own (a bootloader's)."""
+        self._switch(handler)
 
     def start_userspace(self) -> None:
         """After the kernel, or when a shell ends: a login prompt or a shell."""
