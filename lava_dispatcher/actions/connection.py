@@ -15,7 +15,7 @@ from typing import Any
 
 from lava_dispatcher.console import Console, ShellSession, open_transport
 from lava_dispatcher.console.expect import ExpectMatch, ExpectTimeout
-from lava_dispatcher.console.watchers import KernelMessage, KernelMessageWatcher
+from lava_dispatcher.console.watchers import RESET_KIND, KernelMessage, KernelMessageWatcher
 from lava_dispatcher.data import Key
 from lava_dispatcher.errors import ConfigurationError, InfrastructureError, JobError
 from lava_dispatcher.hostcmd import host_environment
@@ -148,7 +148,10 @@ def open_connection(
             holder[0].kernel_messages.append(message)
         level = ctx.logger.error if message.fatal else ctx.logger.warning
         level(f"kernel message ({message.kind}): {message.text}")
-        if message.fatal:
+        if message.kind == RESET_KIND:
+            # the board, not the job: a reset loop, a watchdog, a power glitch
+            ctx.interrupter.post(InfrastructureError(f"the board reset: {message.text.strip()!r}"))
+        elif message.fatal:
             ctx.interrupter.post(JobError(f"{message.kind}: {message.text}"))
 
     watcher = KernelMessageWatcher(on_kernel_message)

@@ -81,9 +81,12 @@ class AutoLoginAction(RetryAction):
     summary = "Auto-login after boot with support for kernel messages."
     needs = (CONNECTION,)
 
-    def __init__(self, booting: bool = True) -> None:
+    def __init__(self, booting: bool = True, after_bootloader: bool = False) -> None:
         super().__init__()
         self.booting = booting
+        # once a bootloader has handed over to the kernel, its banner again
+        # means the board reset: fail at once, quoting it, not at the timeout
+        self.after_bootloader = after_bootloader
 
     def validate(self) -> None:
         params = self.parameters.get("auto_login")
@@ -108,7 +111,7 @@ class AutoLoginAction(RetryAction):
     def run(self, ctx: RunContext) -> None:
         if self.booting:
             connection = current_connection(ctx, self)
-            connection.watcher.reset_detection = False
+            connection.watcher.reset_detection = self.after_bootloader
             start = (self.parameters.get("parameters") or {}).get(
                 "kernel-start-message"
             ) or self.get_constant("kernel-start-message")

@@ -53,7 +53,7 @@ class UBootCommandsAction(Action):
         pipeline.add_action(BootloaderInterruptAction("u-boot"))
         pipeline.add_action(BootloaderCommandsAction("u-boot"))
         if prompts_of(parameters) or parameters.get("auto_login"):
-            pipeline.add_action(AutoLoginAction())
+            pipeline.add_action(AutoLoginAction(after_bootloader=True))
             pipeline.add_action(ExpectShellSession())
             if "transfer_overlay" in parameters:
                 pipeline.add_action(OverlayUnpack())
