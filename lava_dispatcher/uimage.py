@@ -8,8 +8,9 @@ command line. Values are U-Boot's (include/image.h).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
-from lava_dispatcher.ramdisk import UIMAGE_HEADER, UIMAGE_MAGIC, split_uimage, wrap_uimage
+from lava_dispatcher.ramdisk import UIMAGE_HEADER, UIMAGE_MAGIC, wrap_uimage
 
 #: mkimage -A names -> IH_ARCH_*
 ARCHES = {
@@ -30,7 +31,13 @@ COMP_NONE = 0
 
 
 def has_header(data: bytes) -> bool:
-    return split_uimage(data)[0] is not None
+    """Whether ``data`` (the whole file, or only its first 4 bytes) starts with the uImage magic."""
+    return data[:4] == UIMAGE_MAGIC.to_bytes(4, "big")
+
+
+def file_has_header(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return has_header(handle.read(4))
 
 
 def make(

@@ -169,6 +169,10 @@ class LoginFailed(errors.JobError):
 _LINE_END = re.compile(r"\r*\n")
 
 
+#: control characters that are not Ctrl-<letter>
+_CONTROL = {"@": b"\x00", "[": b"\x1b", "\\": b"\x1c", "]": b"\x1d", "^": b"\x1e", "_": b"\x1f", "?": b"\x7f"}
+
+
 class ShellSession:
     """A shell on a console.
 
@@ -220,6 +224,14 @@ class ShellSession:
         """Send ``text`` as is (reported to on_input)."""
         self.console.report_input(text)
         self._write(text, delay)
+
+    def sendcontrol(self, char: str) -> None:
+        """Send the control character for ``char`` ('c' -> Ctrl-C), as pexpect's sendcontrol."""
+        code = _CONTROL.get(char) or (
+            bytes([ord(char.lower()) - ord("a") + 1]) if "a" <= char.lower() <= "z" else b""
+        )
+        self.console.report_input(f"Ctrl-{char}")
+        self.console.write(code)
 
     def sendline(self, text: str = "", delay: float | None = None) -> None:
         """Send ``text`` and the line separator (``text`` is reported to on_input)."""

@@ -11,13 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lava_dispatcher.ramdisk import UIMAGE_HEADER, UIMAGE_MAGIC
+from lava_dispatcher.uimage import ARCHES, OS_LINUX, TYPE_KERNEL, TYPE_RAMDISK
 
 HEADER_SIZE = UIMAGE_HEADER.size  # 64
-OS_LINUX = 5
-TYPE_KERNEL = 2
-TYPE_RAMDISK = 3
-ARCH_ARM = 2
-ARCH_ARM64 = 22
+ARCH_ARM = ARCHES["arm"]
+ARCH_ARM64 = ARCHES["arm64"]
 ARCH_NAMES = {
     ARCH_ARM: "ARM",
     3: "Intel x86",

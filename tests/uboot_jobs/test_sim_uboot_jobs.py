@@ -88,7 +88,8 @@ def lab(tmp_path: Path, images: Path) -> Any:
             return sim
 
         def run(self, sim: SimServer, *, tcp: bool = False, device_extra: dict[str, Any] | None = None,
-                deploy_extra: dict[str, Any] | None = None) -> tuple[int, str, list[dict[str, Any]]]:  # fmt: skip
+                deploy_extra: dict[str, Any] | None = None,
+                boot_commands: list[str] | None = None) -> tuple[int, str, list[dict[str, Any]]]:  # fmt: skip
             commands: dict[str, Any] = {
                 "power_on": shlex.join(sim.power_command("on")),
                 "power_off": shlex.join(sim.power_command("off")),
@@ -115,7 +116,7 @@ def lab(tmp_path: Path, images: Path) -> Any:
                                     "interrupt_char": " ",
                                     "needs_interrupt": True,
                                 },
-                                "ramdisk": {"commands": RAMDISK_COMMANDS},
+                                "ramdisk": {"commands": boot_commands or RAMDISK_COMMANDS},
                             }
                         }
                     },
@@ -206,7 +207,7 @@ def test_a_missing_tftp_file_fails_at_once(lab: Any, images: Path, tmp_path: Pat
     # the boot commands name a file that is not in the job's TFTP directory
     commands = [*RAMDISK_COMMANDS]
     commands[5] = "tftp {DTB_ADDR} missing/board.dtb"
-    code, _logs, results = _run_with_commands(lab, sim, commands)
+    code, _logs, results = lab.run(sim, boot_commands=commands)
     assert code == 1
     (record,) = [r for r in results if r["case"] == "job"]
     assert record["error_type"] == "Infrastructure"
@@ -239,14 +240,3 @@ def test_characters_lost_while_typing_are_retyped_at_the_bootloader(lab: Any) ->
     if code != 0:
         (record,) = [r for r in results if r["case"] == "job"]
         assert record["error_type"] == "Test", record
-
-
-def _run_with_commands(lab: Any, sim: SimServer, commands: list[str]) -> tuple[int, str, list[dict[str, Any]]]:
-    global RAMDISK_COMMANDS
-    saved = RAMDISK_COMMANDS
-    RAMDISK_COMMANDS = commands
-    try:
-        result: tuple[int, str, list[dict[str, Any]]] = lab.run(sim)
-        return result
-    finally:
-        RAMDISK_COMMANDS = saved

@@ -37,7 +37,6 @@ from lava_dispatcher.console.expect import ExpectTimeout
 from lava_dispatcher.data import Key
 from lava_dispatcher.errors import InfrastructureError, JobError
 from lava_dispatcher.pipeline import Action, RunContext
-from lava_dispatcher.ramdisk import UIMAGE_MAGIC
 
 #: the bootloader commands of a method once substituted (label: the method)
 BOOT_COMMANDS: Key[list] = Key(
@@ -229,12 +228,11 @@ class BootloaderCommandOverlay(Action):
 
 def _has_uimage_header(ctx: RunContext, action: Action) -> bool:
     """Whether the deployed ramdisk starts with a legacy U-Boot header (the job's own)."""
+    from lava_dispatcher import uimage  # off the start-up path
+
     path = ctx.data(action.namespace).get(DOWNLOADED, label="ramdisk", default=None)
-    if path is None:
-        return False
     try:
-        with open(path, "rb") as handle:
-            return handle.read(4) == UIMAGE_MAGIC.to_bytes(4, "big")
+        return path is not None and uimage.file_has_header(path)
     except OSError:
         return False
 
@@ -268,22 +266,6 @@ class _BootloaderSettings:
         if job_final:
             self.final_message = job_final
         self.echo_check = params.get("echo_check", True) is not False
-
-
-def _control(char: str) -> bytes:
-    """The control character for ``c`` ('c' -> Ctrl-C), as pexpect's sendcontrol."""
-    code = ord(char.lower())
-    if ord("a") <= code <= ord("z"):
-        return bytes([code - ord("a") + 1])
-    return {
-        "@": b"\x00",
-        "[": b"\x1b",
-        "\\": b"\x1c",
-        "]": b"\x1d",
-        "^": b"\x1e",
-        "_": b"\x1f",
-        "?": b"\x7f",
-    }.get(char, b"")
 
 
 class BootloaderInterruptAction(Action):
@@ -360,8 +342,7 @@ class BootloaderInterruptAction(Action):
     def _send_interrupt(connection: Any, settings: _BootloaderSettings) -> None:
         if settings.ctrl_list:
             for char in settings.ctrl_list:
-                connection.console.report_input(f"Ctrl-{char}")
-                connection.console.write(_control(char))
+                connection.shell.sendcontrol(char)
         elif settings.interrupt_newline:
             connection.shell.sendline(settings.interrupt_char)
         else:
@@ -439,8 +420,7 @@ class BootloaderCommandsAction(Action):
                 ctx.logger.warning(
                     f"the bootloader echoed {tail!r} for {line!r} (attempt {attempt}): cancelling the line"
                 )
-                connection.console.report_input("Ctrl-C")
-                connection.console.write(b"\x03")
+                shell.sendcontrol("C")
                 if settings.prompt:
                     expect(ctx, self, connection, [settings.prompt], timeout=10)
                 continue

@@ -109,8 +109,9 @@ class Bootloader(Strategy):
 
     @classmethod
     def accepts(cls, device: Device, parameters: Mapping[str, Any]) -> tuple[bool, str]:
-        if parameters.get("method") != "bootloader":
-            return False, f"method is {parameters.get('method')!r}, not 'bootloader'"
+        accepted, why = super().accepts(device, parameters)
+        if not accepted:
+            return accepted, why
         wanted = str(parameters.get("bootloader") or "")
         if not device.has_method("boot", wanted):
             return False, f"device {device.hostname!r} has no {wanted!r} boot method"

@@ -147,11 +147,13 @@ class Tmpfs(Strategy):
 
     section = "deploy"
     name = "tmpfs"
+    needs_device_method = False  # 'image' (LAVA's name) or 'tmpfs', checked below
 
     @classmethod
     def accepts(cls, device: Device, parameters: Mapping[str, Any]) -> tuple[bool, str]:
-        if parameters.get("to") != "tmpfs":
-            return False, f"to is {parameters.get('to')!r}, not 'tmpfs'"
+        accepted, why = super().accepts(device, parameters)
+        if not accepted:
+            return accepted, why
         if not (device.has_method("deploy", "image") or device.has_method("deploy", "tmpfs")):
             return False, f"device {device.hostname!r} has no 'image' deploy method"
         return True, ""

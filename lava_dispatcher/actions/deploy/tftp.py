@@ -7,7 +7,7 @@ then ``prepare-tftp-overlay``:
 
 - the NFS root filesystem unpacked next to them, with the overlay and the
   modules in it;
-- the overlay and the modules added to the ramdisk as extra cpio segments
+- the overlay and the modules added to the ramdisk as one extra cpio segment
   (the kernel unpacks them over the first; the original is not repacked),
   then a U-Boot header when the device says ``add_header: u-boot``;
 - a zImage wrapped as a uImage when the device can only ``bootm``.
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lava_dispatcher import ramdisk, tftp, uimage
+from lava_dispatcher import tftp
 from lava_dispatcher.actions.deploy.download import DOWNLOADED, DownloaderAction
 from lava_dispatcher.actions.deploy.overlay import OverlayAction, dispatcher_ip, needs_overlay
 from lava_dispatcher.actions.overlay_data import (
@@ -34,7 +34,6 @@ from lava_dispatcher.actions.overlay_data import (
     TFTP_SUFFIX,
 )
 from lava_dispatcher.actions.strategy import Strategy
-from lava_dispatcher.devices import Device
 from lava_dispatcher.download import unpack_tar
 from lava_dispatcher.errors import InfrastructureError, JobError
 from lava_dispatcher.pipeline import Action, RunContext
@@ -119,15 +118,10 @@ class TftpAction(Action):
         space.set(TFTP_SUFFIX, directory.relative(directory.path))
         limit = tftp.size_limit(ctx.job.dispatcher)
         files: dict[str, str] = {}
-        for key in (
-            *BOOT_KEYS,
-            *(f"dtbo{i}" for i in range(len(self.parameters.get("dtbo") or []))),
-        ):
-            if not self.parameters.get(key) and not key.startswith("dtbo"):
-                continue
-            path = space.get(DOWNLOADED, label=key, default=None)
-            if path is None:
-                continue
+        labels = [key for key in BOOT_KEYS if self.parameters.get(key)]
+        labels += [f"dtbo{i}" for i in range(len(self.parameters.get("dtbo") or []))]
+        for key in labels:
+            path = space.get(DOWNLOADED, label=key)
             size = path.stat().st_size
             if size >= limit:
                 raise JobError(
@@ -238,7 +232,7 @@ class PersistentNfs(Action):
 
 
 class PrepareRamdisk(Action):
-    """Overlay and modules as extra cpio segments; then the U-Boot header if the device wants one."""
+    """Overlay and modules as one extra cpio segment; then the U-Boot header if the device wants one."""
 
     name = "compress-ramdisk"
     description = "Add the overlay and modules to the ramdisk, and a U-Boot header if needed"
@@ -246,23 +240,27 @@ class PrepareRamdisk(Action):
     timeout_exception = InfrastructureError
 
     def run(self, ctx: RunContext) -> None:
+        from lava_dispatcher import ramdisk, uimage  # off the start-up path, as AppendOverlays
+
         params = self.parameters["ramdisk"]
         space = ctx.data(self.namespace)
         path = space.get(DOWNLOADED, label="ramdisk")
-        data = path.read_bytes()
-        header = ramdisk.split_uimage(data)[0]
-        if params.get("header") == "u-boot" and header is None:
+        has_header = uimage.file_has_header(path)
+        if params.get("header") == "u-boot" and not has_header:
             raise JobError(f"ramdisk.header is u-boot but {params.get('url')} has no U-Boot header")
-        added = []
+        added: list[str] = []
+        entries: list[ramdisk.Entry] = []
+        overlay = _wants_overlay(ctx, self, params)
+        modules = space.get(DOWNLOADED, label="modules", default=None)
         try:
-            overlay = _wants_overlay(ctx, self, params)
             if overlay is not None:
-                ramdisk.append_tarball(path, overlay)
+                entries += ramdisk.entries_from_tarball(overlay)
                 added.append("overlay")
-            modules = space.get(DOWNLOADED, label="modules", default=None)
             if modules is not None and params.get("install_modules", True) is not False:
-                ramdisk.append_tarball(path, modules)
+                entries += ramdisk.entries_from_tarball(modules)
                 added.append("modules")
+            if entries:  # one new segment: the ramdisk is read and written once
+                ramdisk.append_entries(path, entries)
         except ramdisk.RamdiskError as exc:
             raise JobError(f"cannot add the overlay to the ramdisk {path.name}: {exc}") from exc
         if added:
@@ -270,7 +268,7 @@ class PrepareRamdisk(Action):
                 f"[{self.namespace}] added the {' and '.join(added)} to {path.name} as cpio segments"
             )
         wants_header = deploy_parameters(self).get("add_header") == "u-boot"
-        if wants_header and header is None:
+        if wants_header and not has_header:
             arch = str(deploy_parameters(self).get("mkimage_arch") or "arm")
             try:
                 wrapped = uimage.make(
@@ -294,6 +292,8 @@ class PrepareKernel(Action):
     summary = "add a kernel conversion"
 
     def run(self, ctx: RunContext) -> None:
+        from lava_dispatcher import uimage  # off the start-up path
+
         kernel = self.parameters["kernel"]
         kernel_type = str(kernel.get("type") or "")
         space = ctx.data(self.namespace)
@@ -351,14 +351,6 @@ class Tftp(Strategy):
     name = "tftp"
 
     @classmethod
-    def accepts(cls, device: Device, parameters: Mapping[str, Any]) -> tuple[bool, str]:
-        if parameters.get("to") != "tftp":
-            return False, f"to is {parameters.get('to')!r}, not 'tftp'"
-        if not device.has_method("deploy", "tftp"):
-            return False, f"device {device.hostname!r} has no 'tftp' deploy method"
-        return True, ""
-
-    @classmethod
     def action(cls, parameters: Mapping[str, Any]) -> Action:
         return TftpAction()
 
@@ -366,14 +358,6 @@ class Tftp(Strategy):
 class Nfs(Strategy):
     section = "deploy"
     name = "nfs"
-
-    @classmethod
-    def accepts(cls, device: Device, parameters: Mapping[str, Any]) -> tuple[bool, str]:
-        if parameters.get("to") != "nfs":
-            return False, f"to is {parameters.get('to')!r}, not 'nfs'"
-        if not device.has_method("deploy", "nfs"):
-            return False, f"device {device.hostname!r} has no 'nfs' deploy method"
-        return True, ""
 
     @classmethod
     def action(cls, parameters: Mapping[str, Any]) -> Action:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lava_dispatcher.actions.connection import Connection, current_connection, expect
+from lava_dispatcher.actions.deploy.overlay import dispatcher_ip
 from lava_dispatcher.actions.strategy import Strategy
 from lava_dispatcher.actions.test.expected import record_missing, unexpected_result
 from lava_dispatcher.devices import Device
@@ -80,7 +81,7 @@ class TestInteractiveAction(Action):
         dispatcher = self.settings.dispatcher
         substitutions = {
             "{JOB_ID}": self.settings.job_id,
-            "{SERVER_IP}": str(dispatcher.get("dispatcher_ip") or "127.0.0.1"),
+            "{SERVER_IP}": dispatcher_ip(dispatcher),
         }
         for script in self.parameters["interactive"]:
             started = time.monotonic()
