@@ -7,6 +7,8 @@ What a LAVA device dictionary's power commands call:
     python board.py reset  --state DIR   # system_reset on its monitor (or off + on)
     python board.py status --state DIR   # "on pid N port P" (exit 0) or "off" (exit 3)
     python board.py dumpdtb --state DIR FILE   # the board's device tree, as QEMU makes it
+    python board.py start  --state DIR   # lab mode: the board's QEMU, its console port up
+    python board.py stop   --state DIR   # lab mode: end that QEMU (by its pid)
 
 (or ``python -m tests.uboot.board ...`` from the repository). DIR holds
 ``board.json``, written by whoever sets the board up (tests/uboot/conftest.py):
@@ -15,7 +17,8 @@ What a LAVA device dictionary's power commands call:
      "tftp_root": "/srv/tftp",           # QEMU's user-net TFTP server root (10.0.2.2)
      "bios": "/usr/lib/u-boot/qemu_arm64/u-boot.bin",   # optional, this default
      "qemu": "qemu-system-aarch64",      # optional, this default
-     "memory": 1024}                     # optional, MiB, this default
+     "memory": 1024,                     # optional, MiB, this default
+     "lab": false}                       # optional: lab mode (below)
 
 and, while the board is on: ``qemu.pid``, ``monitor.sock`` (QEMU's human
 monitor) and ``qemu.log`` (QEMU's own stdout/stderr; the console is on the
@@ -30,6 +33,16 @@ CR as "repeat the last command": every tftp twice). ``wait=on``: QEMU
 starts the machine when the first client connects, so whoever connects after
 ``on`` sees U-Boot from its banner and never misses the 2 s autoboot
 countdown. Output is dropped while no client is connected after that.
+
+**Lab mode** (``"lab": true``) is a board as a lab has it: the serial
+console (a ser2net port) is there whether the board is powered or not, so a
+dispatcher connects first and powers on after, as LAVA's u-boot pipeline
+does. ``start`` launches the QEMU paused (``-S``, ``wait=off``: the port
+listens at once and stays through power cycles); ``on`` is ``system_reset``
++ ``cont`` on its monitor, ``off`` is ``stop`` (the machine halts, the
+console stays connected and silent), ``reset`` is ``system_reset`` (+
+``cont`` when off), ``status`` asks the monitor; ``stop`` ends the QEMU.
+Output while no client is connected is lost, as on a real UART.
 
 Only the standard library: this file runs as a plain script too. Errors
 (no QEMU, no u-boot.bin, no board.json, QEMU failing to start) print one
@@ -134,11 +147,17 @@ class Board:
                 "-netdev", f"user,id=net0,tftp={tftp_root}",
                 "-device", "virtio-net-device,netdev=net0"]  # fmt: skip
 
+    @property
+    def lab(self) -> bool:
+        return self.config().get("lab") is True
+
     def argv(self) -> list[str]:
+        # lab mode: paused until powered on, the console listening throughout
+        wait, paused = ("off", ["-S"]) if self.lab else ("on", [])
         return [self.qemu_binary(), "-name", "uboot-board,debug-threads=on",
-                *self.machine_args(), "-bios", str(self.bios()),
+                *self.machine_args(), "-bios", str(self.bios()), *paused,
                 "-monitor", f"unix:{self.monitor},server=on,wait=off",
-                "-serial", f"telnet:127.0.0.1:{self.port()},server=on,wait=on"]  # fmt: skip
+                "-serial", f"telnet:127.0.0.1:{self.port()},server=on,wait={wait}"]  # fmt: skip
 
     # -- the process -----------------------------------------------------------------
 
@@ -169,9 +188,20 @@ class Board:
         )
 
     def on(self) -> str:
+        if self.lab:
+            self._lab_pid("on")
+            if self._vm_running():
+                return "already on (running)"
+            self.monitor_command("system_reset")
+            self.monitor_command("cont")
+            return "on (system_reset, cont)"
+        return self.start()
+
+    def start(self) -> str:
         pid = self.pid()
         if pid is not None:
-            return f"already on (pid {pid}, console: telnet 127.0.0.1 {self.port()})"
+            state = "running" if self.lab else "on"
+            return f"already {state} (pid {pid}, console: telnet 127.0.0.1 {self.port()})"
         argv = self.argv()  # raises on a missing QEMU, u-boot.bin, config
         port = self.port()
         if _listening(port):
@@ -227,7 +257,29 @@ class Board:
             return "(no log)"
         return " | ".join(lines[-3:]) or "(empty log)"
 
+    def _lab_pid(self, action: str) -> int:
+        pid = self.pid()
+        if pid is None:
+            raise BoardError(
+                f"{action}: the board's QEMU does not run (lab mode: 'board.py start' first)"
+            )
+        return pid
+
+    def _vm_running(self) -> bool:
+        # "VM status: running", "VM status: paused", "VM status: paused (prelaunch)"
+        return self.monitor_command("info status").strip().endswith("running")
+
     def off(self) -> str:
+        if self.lab:
+            if self.pid() is None:
+                return "already off (its QEMU does not run)"
+            if not self._vm_running():
+                return "already off (stopped)"
+            self.monitor_command("stop")
+            return "off (stopped)"
+        return self.stop()
+
+    def stop(self) -> str:
         try:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
@@ -253,6 +305,14 @@ class Board:
         raise BoardError(f"QEMU (pid {pid}) still runs after SIGKILL")
 
     def reset(self) -> str:
+        if self.lab:
+            self._lab_pid("reset")
+            running = self._vm_running()
+            self.monitor_command("system_reset")
+            if running:
+                return "reset (system_reset)"
+            self.monitor_command("cont")
+            return "was off: on (system_reset, cont)"
         pid = self.pid()
         if pid is None:
             self.off()  # a stale pid file or socket
@@ -285,6 +345,10 @@ class Board:
         pid = self.pid()
         if pid is None:
             return False, "off"
+        if self.lab:
+            if self._vm_running():
+                return True, f"on pid {pid} port {self.port()}"
+            return False, f"off (pid {pid} stopped, port {self.port()})"
         waiting = "" if _machine_started(pid) else " (waiting for the console connection)"
         return True, f"on pid {pid} port {self.port()}{waiting}"
 
@@ -381,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="board.py", description="Power control of a QEMU arm64 board running U-Boot."
     )
-    parser.add_argument("action", choices=("on", "off", "reset", "status", "dumpdtb"))
+    parser.add_argument("action", choices=("on", "off", "reset", "status", "dumpdtb", "start", "stop"))
     parser.add_argument("dest", nargs="?", help="dumpdtb: the file to write")
     parser.add_argument("--state", required=True, help="the board's state directory (board.json)")
     args = parser.parse_args(argv)

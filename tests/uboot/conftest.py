@@ -224,6 +224,31 @@ def uboot_board(tmp_path: Path) -> Iterator[UBootBoard]:
         assert off.returncode == 0, f"power off failed: {off.stdout}{off.stderr}"
 
 
+@pytest.fixture
+def uboot_lab_board(tmp_path: Path) -> Iterator[UBootBoard]:
+    """A board in lab mode (see board.py): its QEMU started, paused and
+    powered off, its console port listening as a ser2net port does, before
+    the test connects; the QEMU ended by its pid at teardown."""
+    require()
+    board = make_board(tmp_path, lab=True)
+    start = board.run(_command("start", board.state))
+    assert "pid" in start.stdout, start.stdout
+    pid = board.pid()
+    try:
+        yield board
+    finally:
+        for console in board.consoles:
+            console.close()
+        stop = board.run(_command("stop", board.state), check=False)
+        if pid is not None and not _gone(pid) and board_module.Board(board.state).is_ours(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        log = board.state / board_module.LOG
+        if log.is_file():
+            print(f"--- {log}:\n{log.read_text(errors='replace')[-2000:]}")
+        assert stop.returncode == 0, f"stopping the board failed: {stop.stdout}{stop.stderr}"
+
+
 @dataclass(frozen=True)
 class UBootImages:
     kernel: Path  # the Debian arm64 kernel (a raw Image)
