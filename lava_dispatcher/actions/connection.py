@@ -15,6 +15,7 @@ from typing import Any
 
 from lava_dispatcher.console import Console, ShellSession, open_transport
 from lava_dispatcher.console.expect import ExpectMatch, ExpectTimeout
+from lava_dispatcher.console.reconnect import RECONNECT_WITHIN, ReconnectingTransport
 from lava_dispatcher.console.watchers import RESET_KIND, KernelMessage, KernelMessageWatcher
 from lava_dispatcher.data import Key
 from lava_dispatcher.errors import ConfigurationError, InfrastructureError, JobError
@@ -53,7 +54,9 @@ class Connection:
     def close(self) -> None:
         if self.console.closed:
             return
-        for tag in self.tags:
+        # no goodbye to a connection being reopened: it would wait for it
+        connected = getattr(self.console.transport, "connected", True)
+        for tag in self.tags if connected else ():
             goodbye = _DISCONNECT.get(tag)
             if goodbye:
                 try:
@@ -132,10 +135,25 @@ def open_connection(
     spec: Mapping[str, Any],
     tags: Sequence[str],
     prompts: Sequence[str] = (),
+    reconnect: float = 0.0,
 ) -> Connection:
-    """Open a console, start its reader and register its release at finalize."""
+    """Open a console, start its reader and register its release at finalize.
+
+    With ``reconnect`` (seconds), a connection that drops is opened again
+    within that bound, its gap logged as a warning (see
+    :mod:`lava_dispatcher.console.reconnect`)."""
+    env = host_environment()
+    transport: Any
     try:
-        transport = open_transport(spec, env=host_environment())
+        if reconnect > 0:
+            transport = ReconnectingTransport(
+                lambda: open_transport(spec, env=env),
+                name=name,
+                within=reconnect,
+                notify=ctx.logger.warning,
+            )
+        else:
+            transport = open_transport(spec, env=env)
     except ValueError as exc:
         raise ConfigurationError(f"commands.connections.{name}: {exc}") from exc
     except OSError as exc:
@@ -184,6 +202,22 @@ def current_connection(ctx: RunContext, action: Action) -> Connection:
     return connection
 
 
+def reconnect_within(dispatcher: Mapping[str, Any]) -> float:
+    """How long a dropped device console may take to come back (seconds):
+    the dispatcher config's ``console_reconnect``, 0 to fail at once as LAVA does."""
+    value = dispatcher.get("console_reconnect", RECONNECT_WITHIN)
+    try:
+        seconds = float(value)
+        if isinstance(value, bool) or seconds < 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"dispatcher config: console_reconnect: got {value!r}; "
+            "expected a number of seconds (0 turns reconnecting off)"
+        ) from None
+    return seconds
+
+
 class ConnectDevice(Action):
     """Open the device's primary console, or reuse the namespace's open one."""
 
@@ -195,6 +229,7 @@ class ConnectDevice(Action):
 
     def validate(self) -> None:
         console_spec(self.settings.device)
+        reconnect_within(self.settings.dispatcher)
 
     def run(self, ctx: RunContext) -> None:
         data = ctx.data(self.namespace)
@@ -205,7 +240,8 @@ class ConnectDevice(Action):
         name, spec, tags = console_spec(self.settings.device)
         prompt = self.get_constant("default-shell-prompt")
         connection = open_connection(
-            ctx, self.namespace, name, spec, tags, prompts=[prompt] if prompt else []
+            ctx, self.namespace, name, spec, tags, prompts=[prompt] if prompt else [],
+            reconnect=reconnect_within(self.settings.dispatcher),
         )
         ctx.logger.info(
             f"[{self.namespace}] connected to {name}: {connection.console.transport.describe()}"

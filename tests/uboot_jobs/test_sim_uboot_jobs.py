@@ -89,13 +89,16 @@ def lab(tmp_path: Path, images: Path) -> Any:
 
         def run(self, sim: SimServer, *, tcp: bool = False, device_extra: dict[str, Any] | None = None,
                 deploy_extra: dict[str, Any] | None = None,
-                boot_commands: list[str] | None = None) -> tuple[int, str, list[dict[str, Any]]]:  # fmt: skip
+                boot_commands: list[str] | None = None, connect: str | None = None,
+                definitions: list[dict[str, Any]] | None = None) -> tuple[int, str, list[dict[str, Any]]]:  # fmt: skip
             commands: dict[str, Any] = {
                 "power_on": shlex.join(sim.power_command("on")),
                 "power_off": shlex.join(sim.power_command("off")),
                 "hard_reset": shlex.join(sim.power_command("reset")),
             }
-            if tcp:
+            if connect:
+                commands["connect"] = connect
+            elif tcp:
                 commands["connect"] = f"telnet 127.0.0.1 {sim.tcp_port}"
             else:
                 commands["connections"] = {"uart0": {"serial": str(sim.pty), "tags": ["primary"]}}
@@ -139,7 +142,7 @@ def lab(tmp_path: Path, images: Path) -> Any:
                     {"deploy": deploy},
                     {"boot": {"method": "u-boot", "commands": "ramdisk", "prompts": [SHELL_PROMPT],
                               "timeout": {"seconds": 40}}},
-                    {"test": {"definitions": [SMOKE], "timeout": {"seconds": 30}}},
+                    {"test": {"definitions": definitions or [SMOKE], "timeout": {"seconds": 30}}},
                 ],
             }
             work = tmp_path / f"job{len(list(tmp_path.glob('job*')))}"
@@ -240,3 +243,32 @@ def test_characters_lost_while_typing_are_retyped_at_the_bootloader(lab: Any) ->
     if code != 0:
         (record,) = [r for r in results if r["case"] == "job"]
         assert record["error_type"] == "Test", record
+
+
+@pytest.mark.slow
+def test_a_dropped_console_connection_is_reopened_and_the_job_passes(lab: Any) -> None:
+    """The board's UART behind a ser2net-like port (tests/reconnect/relay.py)
+    that drops the dispatcher's telnet twice: while U-Boot loads the kernel
+    (the dispatcher is typing commands) and in the middle of the test shell.
+    This port keeps what the board prints meanwhile (buffer=True), so the job
+    loses nothing and passes; the log flags each gap."""
+    from reconnect.relay import ConsolePort
+
+    sim = lab.board()
+    marked = {**SMOKE, "repository": {
+        "metadata": {"format": "Lava-Test Test Definition 1.0", "name": "smoke"},
+        "run": {"steps": ["lava-test-case before --result pass",
+                          'echo "DROP-$((40+2))-HERE"',
+                          "lava-test-case after --result pass"]}}}  # fmt: skip
+    port = ConsolePort(str(sim.pty), telnet=True, buffer=True,
+                       drop_on=(b"Bytes transferred", b"DROP-42-HERE"))  # fmt: skip
+    try:
+        code, logs, results = lab.run(sim, connect=f"telnet 127.0.0.1 {port.port}",
+                                      definitions=[marked])  # fmt: skip
+    finally:
+        port.close()
+    assert port.drops == 2 and port.clients == 3
+    assert code == 0, logs[-4000:]
+    assert _cases(results, "0_smoke") == {"before": "pass", "after": "pass"}
+    assert logs.count("console connect dropped") == 2, logs[-4000:]
+    assert logs.count("console connect reopened after") == 2
