@@ -35,6 +35,12 @@ RETURN_CODE_SIGNAL = "LAVA_SIGNAL_RETRUNCODE"
 #: only digits match, so the echoed command line (which shows ``$?``) never does
 RETURN_CODE_PATTERN = re.compile(r"<LAVA_SIGNAL_RETRUNCODE (\d+)>")
 
+#: what a terminal may put between echoed characters: a wrap (CR, LF, the
+#: " \b" of line editors), cursor moves and colours
+_ECHO_NOISE = r"(?:\r|\n| \x08| \r|\x1b\[[0-9;?]*[A-Za-z])*"
+#: how often an echo-checked line is typed before giving up
+ECHO_ATTEMPTS = 5
+
 LOGIN_INCORRECT = "Login incorrect"
 LOGIN_TIMED_OUT = "Login timed out"
 
@@ -193,6 +199,8 @@ class ShellSession:
         self.prompts = prompts
         self.linesep = linesep
         self.char_delay = char_delay
+        #: whether the shell echoes what is typed (None: not known yet)
+        self.echo: bool | None = None
         self._interrupter = (
             console.interrupter if console.interrupter is not None else Interrupter()
         )
@@ -238,6 +246,57 @@ class ShellSession:
         self.console.report_input(text)
         self._write(text + self.linesep, delay)
 
+    def type_line(
+        self,
+        text: str,
+        delay: float | None = None,
+        *,
+        timeout: float = 30.0,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
+        """Type ``text``, and enter it only once the shell has echoed it as typed.
+
+        A character lost on the way in (a UART that drops input) shows as an
+        echo that differs: the line is cancelled with Ctrl-C, the prompt
+        awaited, and the line typed again (``on_retry`` is told why), up to
+        ECHO_ATTEMPTS times, then :class:`errors.ConnectionClosedError`'s
+        sibling InfrastructureError. A shell that echoes nothing at all (echo
+        off) is left alone from then on: the line is entered as it is.
+        """
+        if not text or self.echo is False:
+            self.sendline(text, delay)
+            return
+        noise = _ECHO_NOISE
+        echo = re.compile(noise.join(re.escape(c) for c in text))
+        end = time.monotonic() + timeout
+        for attempt in range(1, ECHO_ATTEMPTS + 1):
+            before = len(self.console.buffer)
+            self.send(text, delay)
+            wait = 2.0 + len(text) * (delay or 0.0) * 2
+            try:
+                self.console.expect([echo], min(wait, max(0.0, end - time.monotonic())))
+            except ExpectTimeout as exc:
+                if len(self.console.buffer) <= before:
+                    self.echo = False  # nothing came back: a shell without echo
+                    self.sendline("", delay=0)
+                    return
+                shown = exc.tail.replace("\r", "").split("\n")[-1][-200:]
+                if on_retry is not None:
+                    on_retry(f"the shell echoed {shown!r} for {text!r} (attempt {attempt}): "
+                             "cancelling the line")  # fmt: skip
+                self.sendcontrol("C")
+                if self._prompts:
+                    self.force_prompt(max(0.0, min(10.0, end - time.monotonic())))
+                continue
+            self.echo = True
+            self.sendline("", delay=0)
+            return
+        if on_retry is not None:
+            on_retry(f"the shell's echo never matched in {ECHO_ATTEMPTS} attempts: "
+                     "typing lines unchecked from now on")  # fmt: skip
+        self.echo = False
+        self.sendline(text, delay)
+
     # -- waiting -------------------------------------------------------------
 
     def expect(self, patterns: Sequence[Pattern], timeout: float) -> ExpectMatch:
@@ -269,17 +328,29 @@ class ShellSession:
 
     # -- commands ------------------------------------------------------------
 
-    def run(self, command: str, timeout: float, check: bool = True) -> CommandResult:
+    def run(
+        self,
+        command: str,
+        timeout: float,
+        check: bool = True,
+        *,
+        echo_check: bool = False,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> CommandResult:
         """Run ``command`` in the shell and return its output and return code.
 
         LAVA's marker is appended: ``command ; printf "<LAVA_SIGNAL_RETRUNCODE $?>\\n"``;
         then the marker and the following prompt are awaited. Raises
         CommandFailed when ``check`` and the code is not 0, ExpectTimeout when
-        the marker or the prompt does not come in time.
+        the marker or the prompt does not come in time. With ``echo_check``
+        the line is typed with :meth:`type_line`.
         """
         end = time.monotonic() + timeout
         line = f'{command} ; printf "<{RETURN_CODE_SIGNAL} $?>\\n"'
-        self.sendline(line)
+        if echo_check:
+            self.type_line(line, timeout=timeout, on_retry=on_retry)
+        else:
+            self.sendline(line)
         found = self.console.expect([RETURN_CODE_PATTERN], timeout)
         assert found.match is not None
         returncode = int(found.match.group(1))

@@ -116,8 +116,11 @@ class TestShellAction(Action):
         try:
             self._type_setup(ctx, connection, results, space)
             connection.console.watchers.append(watcher)
-            shell.sendline(
-                f"{results}/bin/lava-test-runner {results}/{self.stage}", delay=self.character_delay
+            shell.type_line(
+                f"{results}/bin/lava-test-runner {results}/{self.stage}",
+                delay=self.character_delay,
+                timeout=min(ctx.remaining(), self.connection_timeout),
+                on_retry=ctx.logger.warning,
             )
             ctx.logger.info(f"Test shell timeout: {ctx.remaining():.0f}s")
             self._follow(ctx, watcher, connection)
@@ -136,7 +139,10 @@ class TestShellAction(Action):
         try:
             shell.force_prompt(timeout=min(ctx.remaining(), self.connection_timeout))
             for command in space.get(PRE_COMMANDS, default=None) or []:
-                shell.sendline(command, delay=self.character_delay)
+                shell.type_line(
+                    command, delay=self.character_delay, timeout=ctx.remaining(),
+                    on_retry=ctx.logger.warning,
+                )
                 shell.wait_for_prompt(timeout=ctx.remaining())
             # "." of a missing file aborts the whole line in POSIX shells (no
             # return-code marker would come): test for it first
@@ -145,7 +151,10 @@ class TestShellAction(Action):
             if sh_cmd:
                 # one line, one round trip to the DUT (LAVA types two)
                 source = f"export SHELL={shlex.quote(sh_cmd)}; {source}"
-            shell.run(source, timeout=ctx.remaining(), check=True)
+            shell.run(
+                source, timeout=ctx.remaining(), check=True, echo_check=True,
+                on_retry=ctx.logger.warning,
+            )
         except CommandFailed as exc:
             raise JobError(f"cannot source {results}/environment on the DUT: {exc}") from exc
         except ExpectTimeout as exc:
