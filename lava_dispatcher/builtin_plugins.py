@@ -35,6 +35,7 @@ BUILTIN_PLUGINS = (
     "lava_dispatcher.actions.test.monitor",
     "lava_dispatcher.actions.test.interactive",
     "lava_dispatcher.actions.command",
+    "lava_dispatcher.protocols.multinode",
     "lava_dispatcher.results",
 )
 
