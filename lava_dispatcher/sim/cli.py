@@ -2,8 +2,8 @@
 
 sim run [knobs]                         the board on stdin/stdout, powered on now
 sim serve --control DIR [--pty LINK] [--tcp PORT] [--detach] [knobs]
-    (knobs include --bootloader u-boot [--tftp-root DIR] [--autoboot-delay N]
-    [--bootloader-prompt TEXT] [--ignore-interrupt N] [--reset-loop])
+    (knobs include --bootloader u-boot|grub|ipxe|barebox|depthcharge [--tftp-root DIR]
+    [--autoboot-delay N] [--bootloader-prompt TEXT] [--ignore-interrupt N] [--reset-loop])
 sim power on|off|reset|status --control DIR
 sim flash --control DIR --ramdisk FILE  the initramfs a served board boots next
 sim stop --control DIR
@@ -28,9 +28,11 @@ Simulated devices under test: a board that prints a Linux boot log and a
 login prompt on its console, then runs a real shell (on this host, with your
 rights, or with --rootfs/--ramdisk chrooted into the board's own root file
 system in namespaces of its own) whose echo and output come back with CR LF
-line endings, like a serial console. With --bootloader u-boot, power-on and
-reboots go through a U-Boot-like bootloader first (countdown, '=> ' prompt,
-dhcp, tftp from --tftp-root, booti/bootz/bootm with a ramdisk of the job's).
+line endings, like a serial console. With --bootloader, power-on and reboots
+go through a bootloader first: U-Boot (countdown, '=> ' prompt, dhcp, tftp
+from --tftp-root, booti/bootz/bootm with a ramdisk of the job's), GRUB, iPXE,
+barebox or Depthcharge (the same: their own banners, interrupt keys, prompts
+and commands).
 Faults can be injected: kernel panics, hangs, lost or garbled characters
 (typed ones too), a slow baud rate, floods of output, interrupts the
 bootloader ignores, reset loops.

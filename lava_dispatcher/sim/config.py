@@ -9,8 +9,10 @@ import shutil
 from dataclasses import dataclass
 
 HANG_STAGES = ("boot", "login", "shell")
-BOOTLOADERS = ("u-boot",)
-DEFAULT_BOOTLOADER_PROMPT = "=> "
+#: the simulated bootloaders (`sim.bootloaders` has which module is which)
+BOOTLOADERS = ("u-boot", "grub", "ipxe", "barebox", "depthcharge")
+#: bootloaders that wait at their prompt: nothing to interrupt, no autoboot
+NO_COUNTDOWN = ("depthcharge",)
 DEFAULT_AUTOBOOT_DELAY = 2
 
 
@@ -42,7 +44,7 @@ class SimConfig:
     ramdisk: str | None = None
     # bootloader (default: none, power-on starts the kernel)
     bootloader: str | None = None
-    bootloader_prompt: str = DEFAULT_BOOTLOADER_PROMPT
+    bootloader_prompt: str | None = None  # None: the bootloader's own
     autoboot_delay: int = DEFAULT_AUTOBOOT_DELAY
     tftp_root: str | None = None
     # faults
@@ -147,8 +149,12 @@ class SimConfig:
                 f"--autoboot-delay: must be -2 or more (-1: no autoboot, -2: autoboot "
                 f"without a countdown), not {self.autoboot_delay}"
             )
-        if not self.bootloader_prompt:
+        if self.bootloader_prompt is not None and not self.bootloader_prompt:
             raise ConfigError("--bootloader-prompt: must not be empty")
+        if self.bootloader in NO_COUNTDOWN and self.ignore_interrupt:
+            raise ConfigError(
+                f"--ignore-interrupt: {self.bootloader} has no autoboot countdown to interrupt"
+            )
         if self.ignore_interrupt < 0:
             raise ConfigError(f"--ignore-interrupt: must be 0 or more, not {self.ignore_interrupt}")
         if self.tftp_root is not None and not os.path.isdir(self.tftp_root):
@@ -157,7 +163,7 @@ class SimConfig:
             given = [
                 option
                 for option, value, default in (
-                    ("--bootloader-prompt", self.bootloader_prompt, DEFAULT_BOOTLOADER_PROMPT),
+                    ("--bootloader-prompt", self.bootloader_prompt, None),
                     ("--autoboot-delay", self.autoboot_delay, DEFAULT_AUTOBOOT_DELAY),
                     ("--tftp-root", self.tftp_root, None),
                     ("--ignore-interrupt", self.ignore_interrupt, 0),
@@ -166,7 +172,8 @@ class SimConfig:
                 if value != default
             ]
             if given:
-                raise ConfigError(f"{', '.join(given)}: need --bootloader u-boot")
+                others = ", ".join(BOOTLOADERS[1:])
+                raise ConfigError(f"{', '.join(given)}: need --bootloader u-boot (or {others})")
 
     def resolve_shell(self) -> str | None:
         """The shell's full path, or None when it cannot be run."""
@@ -273,29 +280,35 @@ def add_knob_arguments(parser: argparse.ArgumentParser) -> None:
         "--bootloader",
         choices=BOOTLOADERS,
         default=None,
-        help="power-on and reboots enter a U-Boot-like bootloader: a banner, an autoboot "
-        "countdown any key interrupts, then a '=> ' prompt with setenv, printenv, dhcp, "
-        "tftp, booti/bootz/bootm, boot, reset... (see lava_dispatcher/sim/uboot.py)",
+        help="power-on and reboots enter a bootloader first: its banner, an autoboot countdown "
+        "its key interrupts, then its prompt and the commands that load files from "
+        "--tftp-root and boot them. u-boot: any key, '=> ', setenv, dhcp, tftp, "
+        "booti/bootz/bootm... (sim/uboot.py); grub: 'c' for a command line, 'grub> ', "
+        "net_bootp, linux, initrd, devicetree, boot (sim/grub.py); ipxe: Ctrl-B, 'iPXE> ', "
+        "dhcp, set, kernel, initrd, chain, boot (sim/ipxe.py); barebox: any key, "
+        "'barebox@...:/ ', global, tftp, bootm (sim/barebox.py); depthcharge: no countdown, "
+        "'dpch: ', tftpboot SERVER KERNEL CMDLINE [RAMDISK] (sim/depthcharge.py)",
     )
     loader.add_argument(
         "--bootloader-prompt",
-        default=d.bootloader_prompt,
+        default=None,
         metavar="TEXT",
-        help="the bootloader's command prompt (default: '%(default)s')",
+        help="the bootloader's command prompt (default: its own, e.g. '=> ' for u-boot)",
     )
     loader.add_argument(
         "--autoboot-delay",
         type=int,
         default=d.autoboot_delay,
         metavar="SECONDS",
-        help="the autoboot countdown, U-Boot's bootdelay: -1 never autoboots, -2 autoboots "
-        "without a countdown (default: %(default)s)",
+        help="the autoboot countdown (U-Boot's bootdelay, GRUB's timeout...): -1 never "
+        "autoboots, -2 autoboots without a countdown (default: %(default)s)",
     )
     loader.add_argument(
         "--tftp-root",
         default=None,
         metavar="DIR",
-        help="the TFTP server's root: 'tftp ADDR FILE' loads DIR/FILE (default: no TFTP "
+        help="the TFTP server's root: the bootloader's 'tftp ADDR FILE' (or 'linux "
+        "(tftp,IP)/FILE', 'kernel tftp://IP/FILE'...) loads DIR/FILE (default: no TFTP "
         "server, every file is 'not found')",
     )
     faults = parser.add_argument_group("faults")

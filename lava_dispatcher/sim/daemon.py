@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from lava_dispatcher.sim.bootloaders import bootloader_factory
 from lava_dispatcher.sim.config import SimConfig
 from lava_dispatcher.sim.control import (
     INFO_NAME,
@@ -34,7 +35,6 @@ from lava_dispatcher.sim.transports import (
     StdioConsole,
     TcpConsole,
 )
-from lava_dispatcher.sim.uboot import bootloader_factory
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # How long `serve --detach` waits for the daemon to report ready.

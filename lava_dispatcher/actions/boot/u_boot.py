@@ -18,9 +18,8 @@ from lava_dispatcher.actions.boot.bootloader import (
     BootloaderCommandsAction,
     BootloaderInterruptAction,
 )
-from lava_dispatcher.actions.boot.transfer import OverlayUnpack
+from lava_dispatcher.actions.boot.handover import add_login
 from lava_dispatcher.actions.connection import ConnectDevice
-from lava_dispatcher.actions.login import AutoLoginAction, ExpectShellSession, prompts_of
 from lava_dispatcher.actions.power import ResetDevice
 from lava_dispatcher.actions.strategy import Strategy
 from lava_dispatcher.devices import Device
@@ -52,11 +51,7 @@ class UBootCommandsAction(Action):
             pipeline.add_action(ResetDevice())
         pipeline.add_action(BootloaderInterruptAction("u-boot"))
         pipeline.add_action(BootloaderCommandsAction("u-boot"))
-        if prompts_of(parameters) or parameters.get("auto_login"):
-            pipeline.add_action(AutoLoginAction(after_bootloader=True))
-            pipeline.add_action(ExpectShellSession())
-            if "transfer_overlay" in parameters:
-                pipeline.add_action(OverlayUnpack())
+        add_login(pipeline, parameters)
 
 
 class BootBootloaderRetry(RetryAction):

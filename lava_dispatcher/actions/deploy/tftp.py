@@ -300,6 +300,11 @@ class PrepareKernel(Action):
         if not kernel_type:
             ctx.logger.debug("the kernel has no type: the boot commands must say how to boot it")
             return
+        methods = ((self.settings.device.get("actions") or {}).get("boot") or {}).get("methods")
+        if "u-boot" not in (methods or {}):
+            # as LAVA: bootz/booti/bootm and uImage wrapping are U-Boot's business
+            ctx.logger.debug(f"kernel type {kernel_type!r}: no u-boot boot method, nothing to prepare")
+            return
         device_parameters = self.settings.device.get("parameters") or {}
         command = boot_command_for(kernel_type, device_parameters)
         space.set(BOOT_COMMAND, command)
