@@ -22,8 +22,10 @@ from lava_dispatcher.errors import ConfigurationError, InfrastructureError, JobE
 from lava_dispatcher.hostcmd import host_environment
 from lava_dispatcher.pipeline import Action, RunContext
 
-#: how a console is left politely before its process is ended, per tag
-_DISCONNECT = {"telnet": b"\x1dquit\n", "ssh": b"\n~."}
+#: how a console is left politely before its process is ended, per tag: (bytes, shown as)
+_DISCONNECT = {"telnet": (b"\x1dquit\n", "telnet's quit"), "ssh": (b"\n~.", "~.")}
+#: how long a console gets to end on its goodbye before its process is ended for sure
+GOODBYE_GRACE = 3.0
 
 
 class Connection:
@@ -38,6 +40,7 @@ class Connection:
         name: str,
         tags: Sequence[str],
         watcher: KernelMessageWatcher,
+        logger: Any = None,
     ) -> None:
         self.console = console
         self.shell = shell
@@ -45,6 +48,7 @@ class Connection:
         self.name = name
         self.tags = list(tags)
         self.watcher = watcher
+        self.logger = logger
         self.kernel_messages: list[KernelMessage] = []
 
     @property
@@ -52,18 +56,36 @@ class Connection:
         return self.console.closed
 
     def close(self) -> None:
-        if self.console.closed:
+        """Say goodbye the console's way (telnet's quit, ssh's ``~.``) and wait
+        for its process to end on it, then release the console for sure.
+
+        A connection being reopened gets no goodbye (it would wait for it)."""
+        console = self.console
+        if console.closed:
             return
-        # no goodbye to a connection being reopened: it would wait for it
-        connected = getattr(self.console.transport, "connected", True)
-        for tag in self.tags if connected else ():
-            goodbye = _DISCONNECT.get(tag)
-            if goodbye:
-                try:
-                    self.console.write(goodbye)
-                except Exception:
-                    pass
-        self.console.close()
+        transport: Any = console.transport
+        goodbyes = [_DISCONNECT[tag] for tag in self.tags if tag in _DISCONNECT]
+        if goodbyes and getattr(transport, "connected", True) and not console.buffer.closed:
+            ending = getattr(transport, "ending", None)
+            if ending is not None:
+                ending()  # its end is ours, not a drop to reconnect
+            data, shown = goodbyes[0]
+            pid = getattr(transport, "pid", None)
+            try:
+                console.write(data)
+            except Exception:  # already gone: nothing to say goodbye to
+                pass
+            else:
+                if console.reader.wait_closed(GOODBYE_GRACE):
+                    self._log("info", f"{self.name}: session ended with {shown} (pid {pid})")
+                else:
+                    self._log("warning", f"{self.name}: the session did not end on {shown} "
+                                         f"within {GOODBYE_GRACE:g} seconds: terminating pid {pid}")  # fmt: skip
+        console.close()
+
+    def _log(self, level: str, message: str) -> None:
+        if self.logger is not None:
+            getattr(self.logger, level)(message)
 
 
 CONNECTION: Key[Connection] = Key("connection", Connection, "the live console of the namespace")
@@ -136,12 +158,16 @@ def open_connection(
     tags: Sequence[str],
     prompts: Sequence[str] = (),
     reconnect: float = 0.0,
+    kernel_messages: bool = True,
+    echo: bool | None = None,
 ) -> Connection:
     """Open a console, start its reader and register its release at finalize.
 
     With ``reconnect`` (seconds), a connection that drops is opened again
     within that bound, its gap logged as a warning (see
-    :mod:`lava_dispatcher.console.reconnect`)."""
+    :mod:`lava_dispatcher.console.reconnect`). ``kernel_messages=False``
+    for a console that shows a remote shell rather than a kernel (ssh);
+    ``echo`` presets whether the shell echoes (None: find out)."""
     env = host_environment()
     transport: Any
     try:
@@ -172,7 +198,7 @@ def open_connection(
         elif message.fatal:
             ctx.interrupter.post(JobError(f"{message.kind}: {message.text}"))
 
-    watcher = KernelMessageWatcher(on_kernel_message)
+    watcher = KernelMessageWatcher(on_kernel_message, enabled=kernel_messages)
     console = Console(
         transport,
         name=name,
@@ -183,8 +209,10 @@ def open_connection(
     )
     console.start()
     shell = ShellSession(console, prompts=list(prompts))
+    shell.echo = echo
     connection = Connection(
-        console, shell, namespace=namespace, name=name, tags=tags, watcher=watcher
+        console, shell, namespace=namespace, name=name, tags=tags, watcher=watcher,
+        logger=ctx.logger,
     )
     holder.append(connection)
     ctx.add_finalizer(f"console {name} ({transport.describe()})", connection.close)

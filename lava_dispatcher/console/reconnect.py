@@ -89,6 +89,7 @@ class ReconnectingTransport:
         self._next_attempt = 0.0
         self._delay = FIRST_DELAY
         self._closed = False
+        self._ending = False
         self._changed = threading.Condition()
         self._wake = threading.Event()
 
@@ -121,7 +122,7 @@ class ReconnectingTransport:
         try:
             return inner.read(max_bytes, timeout)
         except TransportClosed as exc:
-            if self._closed:
+            if self._closed or self._ending:
                 raise
             self._lost(inner, str(exc))
             return b""
@@ -140,6 +141,11 @@ class ReconnectingTransport:
                     if self._inner is inner:
                         self._changed.wait(self.stable)
         raise TransportClosed(f"console {self.name}: the connection dropped while writing")
+
+    def ending(self) -> None:
+        """The connection is about to end on purpose (a goodbye was sent):
+        its end is not a drop."""
+        self._ending = True
 
     def cancel_read(self) -> None:
         self._wake.set()
