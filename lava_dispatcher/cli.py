@@ -74,6 +74,7 @@ def load_inputs(
     job_id: str,
     dispatcher_path: Path | None = None,
     output_dir: Path | None = None,
+    dispatcher_overrides: dict[str, Any] | None = None,
 ) -> Any:
     """Load, validate and build the job; InvalidInput for anything wrong."""
     from lava_dispatcher import plugins
@@ -82,7 +83,7 @@ def load_inputs(
     from lava_dispatcher.parser import parse_job
 
     job_text = _read_text(job_path, "job definition")
-    dispatcher = load_dispatcher_config(dispatcher_path)
+    dispatcher = {**load_dispatcher_config(dispatcher_path), **(dispatcher_overrides or {})}
     try:
         device = load_device(device_path, plugins.device_type_dirs(get_manager()))
         job = parse_job(
@@ -168,6 +169,7 @@ def run_job(
     dispatcher_path: Path | None,
     log_stream: Any,
     live: bool,
+    dispatcher_overrides: dict[str, Any] | None = None,
 ) -> int:
     """Shared by ``lava-dispatch run`` and ``lava-run``: the job end to end."""
     from lava_dispatcher.results import atomic_write
@@ -192,7 +194,9 @@ def run_job(
     os.environ["LAVA_JOB_ID"] = job_id
     try:
         try:
-            job = load_inputs(job_path, device_path, job_id, dispatcher_path, output_dir)
+            job = load_inputs(
+                job_path, device_path, job_id, dispatcher_path, output_dir, dispatcher_overrides
+            )
         except InvalidInput as exc:
             logger.error(str(exc))
             record = {
@@ -230,9 +234,29 @@ def run_job(
 # --- subcommands -----------------------------------------------------------------
 
 
+def coordinator_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Dispatcher settings given on the command line (they win over --dispatcher's file)."""
+    settings: dict[str, Any] = {}
+    if args.coordinator:
+        settings["coordinator"] = args.coordinator
+    if args.coordinator_secret_file is not None:
+        from lava_dispatcher.protocols.coordinator_auth import read_secret
+
+        try:
+            settings["coordinator_secret"] = read_secret(args.coordinator_secret_file)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+    return settings
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or Path(f"lava-job-{args.job_id}")
     live = sys.stdout.isatty() if args.live is None else args.live
+    try:
+        overrides = coordinator_settings(args)
+    except InvalidInput as exc:
+        print(f"lava-dispatch run: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     code = run_job(
         args.job,
         args.device,
@@ -241,6 +265,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         dispatcher_path=args.dispatcher,
         log_stream=sys.stdout,
         live=live,
+        dispatcher_overrides=overrides,
     )
     if live:
         outcome = {0: "Complete", 1: "Incomplete", 2: "Invalid", 3: "Canceled"}[code]
@@ -331,6 +356,20 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return sim_main(list(args.sim_args))
 
 
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    from lava_dispatcher.protocols.coordinator_cli import run
+
+    return run(args)
+
+
+def host_port(text: str) -> str:
+    """A ``HOST:PORT`` option value, checked early (one clear error)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, such as coord.lab:3079, not {text!r}")
+    return text
+
+
 def cmd_later(args: argparse.Namespace) -> int:
     print(f"lava-dispatch {args.command}: not available in this version yet", file=sys.stderr)
     return EXIT_INVALID
@@ -359,6 +398,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--job-id", default="1", metavar="N", help="job id (default: 1)")
     run.add_argument("--dispatcher", type=Path, metavar="FILE", help="dispatcher config (LAVA's dispatcher.yaml)")
+    run.add_argument(
+        "--coordinator",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="MultiNode coordinator to use (dispatcher setting 'coordinator'), instead of "
+        "LAVA's /etc/lava-coordinator/lava-coordinator.conf",
+    )
+    run.add_argument(
+        "--coordinator-secret-file",
+        type=Path,
+        metavar="FILE",
+        help="file holding the coordinator's shared secret (dispatcher setting "
+        "'coordinator_secret')",
+    )
     live = run.add_mutually_exclusive_group()
     live.add_argument("--live", dest="live", action="store_true", default=None, help="human progress even when not on a terminal")
     live.add_argument("--plain", dest="live", action="store_false", help="LAVA log records even on a terminal")
@@ -386,9 +439,54 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("sim_args", nargs=argparse.REMAINDER)
     sim.set_defaults(func=cmd_sim)
 
-    for name, text in (("worker", "the worker service"), ("coordinator", "the MultiNode coordinator")):
+    for name, text in (("worker", "the worker service"),):
         later = sub.add_parser(name, help=f"{text} (not available yet)")
         later.set_defaults(func=cmd_later)
+
+    coord = sub.add_parser(
+        "coordinator",
+        help="the MultiNode coordinator (LAVA's protocol; also bin/lava-coordinator)",
+        description="The MultiNode message broker, compatible with LAVA's lava-coordinator: "
+        "LAVA dispatchers and ours can share it. Stops cleanly on SIGTERM or SIGINT.",
+        epilog="Exit status: 0 stopped by a signal, 1 cannot listen, 2 bad option or file.",
+    )
+    coord.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="address to listen on (default: 127.0.0.1 and the port of --config, else 3079; "
+        "use 0.0.0.0:3079 to serve a lab)",
+    )
+    coord.add_argument(
+        "--state",
+        type=Path,
+        metavar="DIR",
+        help="keep group state in DIR: a restarted coordinator resumes its groups",
+    )
+    coord.add_argument(
+        "--secret-file",
+        type=Path,
+        metavar="FILE",
+        help="require every request to be signed with the secret in FILE (one line)",
+    )
+    coord.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="LAVA's coordinator config, JSON, for its port "
+        "(default: /etc/lava-coordinator/lava-coordinator.conf when it exists)",
+    )
+    coord.add_argument(
+        "--loglevel",
+        "-l",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARN", "WARNING", "ERROR"],
+        help="log level (default: INFO; DEBUG shows every poll and message)",
+    )
+    coord.add_argument(
+        "--logfile", default="-", metavar="FILE", help="log file (default: - for stderr)"
+    )
+    coord.set_defaults(func=cmd_coordinator)
     return parser
 
 
