@@ -249,7 +249,41 @@ def coordinator_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def _multinode_submission(job_path: Path) -> bool:
+    """Whether the job file is a MultiNode submission to split (unreadable: no,
+    the single-job path reports it)."""
+    from lava_dispatcher.multinode_group import is_multinode
+
+    try:
+        definition = yaml.safe_load(job_path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return False
+    return isinstance(definition, dict) and is_multinode(definition)
+
+
+def cmd_run_group(args: argparse.Namespace) -> int:
+    from lava_dispatcher.multinode_group import GroupError, run_group
+
+    output_dir = args.output_dir or Path(f"lava-job-{args.job_id}")
+    try:
+        return run_group(
+            args.job, args.device, output_dir=output_dir, base_id=str(args.job_id),
+            dispatcher_path=args.dispatcher,
+        )  # fmt: skip
+    except GroupError as exc:
+        print(f"lava-dispatch run: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if _multinode_submission(args.job):
+        return cmd_run_group(args)
+    if len(args.device) != 1 or ("=" in args.device[0] and not Path(args.device[0]).exists()):
+        print(
+            f"lava-dispatch run: {args.job} is not a MultiNode job: give one --device FILE",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
     output_dir = args.output_dir or Path(f"lava-job-{args.job_id}")
     live = sys.stdout.isatty() if args.live is None else args.live
     try:
@@ -259,7 +293,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     code = run_job(
         args.job,
-        args.device,
+        Path(args.device[0]),
         job_id=args.job_id,
         output_dir=output_dir,
         dispatcher_path=args.dispatcher,
@@ -388,7 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one job in the foreground")
     run.add_argument("job", type=Path, metavar="JOB", help="job definition (LAVA v2 YAML)")
-    run.add_argument("--device", type=Path, required=True, metavar="DEV", help="device file")
+    run.add_argument(
+        "--device", required=True, action="append", metavar="DEV",
+        help="device file; for a MultiNode job, ROLE=DEVICE_FILE for each role instance "
+        "(repeat the option; one file for a role is shared by all its instances)",
+    )  # fmt: skip
     run.add_argument(
         "--output-dir",
         type=Path,
