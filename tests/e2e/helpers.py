@@ -21,15 +21,33 @@ def dispatch_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "lava_dispatcher", *args]
 
 
-def run_dispatch(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_dispatch(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         dispatch_argv(*args),
         capture_output=True,
         text=True,
-        env=child_env(),
+        env={**child_env(), **(env or {})},
         timeout=timeout,
         check=False,
     )
+
+
+def processes_naming(text: str) -> list[tuple[int, str]]:
+    """Live (not zombie) processes whose command line contains `text`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if text in cmdline and state != "Z":
+            found.append((int(entry.name), cmdline.strip()))
+    return found
 
 
 def write_yaml(path: Path, data: Any) -> Path:

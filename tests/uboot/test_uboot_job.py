@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from e2e.helpers import processes_naming
 
 from lava_dispatcher.sim import child_env
 
@@ -69,22 +70,6 @@ def job_definition(board: UBootBoard, images: UBootImages, dtb: Path) -> dict[st
             }},
         ],
     }  # fmt: skip
-
-
-def processes_naming(text: str) -> list[tuple[int, str]]:
-    """Live processes whose command line contains `text`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if text in cmdline and state != "Z":
-            found.append((int(entry.name), cmdline.strip()))
-    return found
 
 
 @pytest.mark.slow

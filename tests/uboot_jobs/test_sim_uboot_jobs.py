@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e.helpers import FAST, run_dispatch, write_yaml
+from e2e.helpers import FAST, processes_naming, run_dispatch, write_yaml
 
 from lava_dispatcher.sim import SimServer
 from lava_dispatcher.sim.rootfs import RootfsError, build_busybox_initramfs
@@ -151,9 +151,18 @@ def lab(tmp_path: Path, images: Path) -> Any:
             write_yaml(work / "job.yaml", job)
             write_yaml(work / "dispatcher.yaml", {"tftp_root": str(root), "dispatcher_ip": "10.0.2.2"})
             out = work / "out"
+            tmpdir = work / "tmpdir"
+            tmpdir.mkdir()
             proc = run_dispatch("run", str(work / "job.yaml"), "--device", str(work / "device.yaml"),
                                 "--dispatcher", str(work / "dispatcher.yaml"), "--output-dir", str(out),
-                                "--job-id", "1", timeout=180)  # fmt: skip
+                                "--job-id", "1", timeout=180, env={"TMPDIR": str(tmpdir)})  # fmt: skip
+            # must-show 4: whatever the outcome, nothing of the job is left
+            assert list(tmpdir.iterdir()) == [], "temporary files left behind"
+            assert list(root.iterdir()) == [], "a TFTP job directory was left behind"
+            if commands.get("connect"):
+                assert processes_naming(commands["connect"]) == [], "a console process was left"
+            for action in ("on", "off", "reset"):
+                assert processes_naming(f"power {action} --control {sim.control}") == []
             logs = (out / "logs.yaml").read_text() if (out / "logs.yaml").exists() else proc.stderr
             results = yaml.safe_load((out / "results.yaml").read_text()) if (out / "results.yaml").exists() else []
             return proc.returncode, logs, results or []
