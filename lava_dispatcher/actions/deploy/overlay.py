@@ -22,6 +22,7 @@ from lava_dispatcher.actions.strategy import Strategy
 from lava_dispatcher.errors import JobError
 from lava_dispatcher.pipeline import Action, RunContext
 from lava_dispatcher.plugins import hookimpl
+from lava_dispatcher.protocols.multinode import multinode_protocol
 
 #: which lava-test helper scripts get which device values injected
 _DEVICE_INJECTIONS = {
@@ -120,19 +121,83 @@ class OverlayAction(Action):
         super().run(ctx)
 
 
+#: where the MultiNode helpers keep the data of the last reply, on the DUT (LAVA's path)
+MULTINODE_CACHE = "/tmp/lava_multi_node_cache.txt"  # nosec - a path on the DUT
+
+
+def _double_quoted(text: str) -> str:
+    """``text`` for the inside of a shell "..." whose value is then read by ``printf %b``."""
+    # one backslash for the shell's quotes, one for printf %b
+    text = text.replace("\\", "\\" * 4)
+    for char in ('"', "$", "`"):
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def multinode_injections(
+    name: str, roles: Mapping[str, str], role: str, job_id: str, results: str
+) -> list[str]:
+    """The lines written after the ``#!`` line of MultiNode helper ``name`` (LAVA's)."""
+    if name == "lava-group":
+        members = "".join(
+            f"{_double_quoted(str(job))}\\t{_double_quoted(str(member))}\\n"
+            for job, member in roles.items()
+        )
+        return ['LAVA_GROUP="', members + '"']
+    if name == "lava-role":
+        return [f"TARGET_ROLE={overlay.shell_value(role)}"]
+    if name == "lava-self":
+        return [f"LAVA_HOSTNAME={overlay.shell_value(job_id)}"]
+    return [
+        f"LAVA_TEST_BIN={overlay.shell_value(results + '/bin')}",
+        f"LAVA_MULTI_NODE_CACHE={overlay.shell_value(MULTINODE_CACHE)}",
+        # always write out full debug logs, as LAVA
+        "LAVA_MULTI_NODE_DEBUG='yes'",
+    ]
+
+
 class MultinodeOverlayAction(Action):
-    """The MultiNode helper scripts with the group's data (the MultiNode issue fills this in)."""
+    """The MultiNode helper scripts, with the group's data written into them.
+
+    ``lava-group`` gets the group (job id and role of every job: the job's
+    ``roles``, as the server injects them, else the group the coordinator
+    formed), ``lava-role`` this job's role, ``lava-self`` its job id, and the
+    request helpers where the other scripts and the cache file are.
+    """
 
     name = "lava-multinode-overlay"
     description = "add lava scripts during deployment for multinode test shell use"
     summary = "overlay the lava multinode scripts"
+    needs = (OVERLAY_LOCATION, RESULTS_DIR, TEST_SHELL)
 
     def run(self, ctx: RunContext) -> None:
         multinode = (self.settings.parameters.get("protocols") or {}).get("lava-multinode") or {}
         if "target_group" not in multinode:
             ctx.logger.debug(f"skipped {self.name}")
             return
-        raise JobError("MultiNode jobs are not supported by this dispatcher yet")
+        protocol = multinode_protocol(ctx)
+        roles = {str(k): str(v) for k, v in (multinode.get("roles") or {}).items()}
+        if not roles and protocol is not None:
+            roles = dict(protocol.roles)
+        if not roles:
+            raise JobError(
+                "MultiNode job without the group's roles: neither protocols.lava-multinode.roles "
+                "nor the coordinator gave them"
+            )
+        space = ctx.data(self.namespace)
+        results = space.get(RESULTS_DIR)
+        bin_dir = overlay.tree_path(space.get(OVERLAY_LOCATION), results) / "bin"
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        role = str(multinode.get("role") or "")
+        for job, member in roles.items():
+            ctx.logger.debug(f"group roles:\t{job}\t{member}")
+        for script in sorted((overlay.SCRIPTS_DIR / "multi_node").glob("lava-*")):
+            if not script.is_file():
+                continue
+            injected = multinode_injections(
+                script.name, roles, role, self.settings.job_id, results
+            )
+            overlay.install_script(script, bin_dir, space.get(TEST_SHELL), injected)
 
 
 class CompressOverlay(Action):

@@ -5,7 +5,9 @@ is a list of steps; each step sends a command and waits for one of the
 script's prompts, the step's failures or its successes. Named steps become
 test cases in the suite ``<stage>_<script name>``; each script becomes a
 case of the ``lava`` suite, as in LAVA. Named groups of a success pattern
-become ``{name}`` substitutions for later commands.
+become ``{name}`` substitutions for later commands, and so does the data
+of MultiNode waits (``lava-wait`` steps, and ``$key`` values received by
+lava-multinode requests of earlier actions).
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ from lava_dispatcher.errors import (
 )
 from lava_dispatcher.pipeline import Action, RetryAction, RunContext
 from lava_dispatcher.plugins import hookimpl
+from lava_dispatcher.protocols.multinode import MULTINODE_DATA, multinode_protocol
+
+#: interactive steps that are MultiNode calls instead of commands
+MULTINODE_STEPS = ("lava-send", "lava-wait", "lava-wait-all", "lava-sync")
 
 _EXCEPTIONS: dict[str, type[LAVAError]] = {
     "InfrastructureError": InfrastructureError,
@@ -83,6 +89,11 @@ class TestInteractiveAction(Action):
             "{JOB_ID}": self.settings.job_id,
             "{SERVER_IP}": dispatcher_ip(dispatcher),
         }
+        # what lava-multinode requests of earlier actions received ($key values)
+        stored: dict[str, Any] | None = ctx.data(self.namespace).get(MULTINODE_DATA, default=None)
+        for values in (stored or {}).values():
+            for key, value in values.items():
+                substitutions["{" + str(key) + "}"] = str(value)
         for script in self.parameters["interactive"]:
             started = time.monotonic()
             suite = self.suite(script)
@@ -112,8 +123,9 @@ class TestInteractiveAction(Action):
                 ctx.logger.info(f"Delaying for {step['delay']}s")
                 ctx.sleep(float(step["delay"]))
                 continue
-            if any(k in step for k in ("lava-send", "lava-wait", "lava-wait-all", "lava-sync")):
-                raise JobError("MultiNode steps in interactive tests need the lava-multinode protocol")
+            if any(k in step for k in MULTINODE_STEPS):
+                self.multinode_step(ctx, step, substitutions)
+                continue
             command = step.get("command")
             name = step.get("name")
             started = time.monotonic()
@@ -172,6 +184,58 @@ class TestInteractiveAction(Action):
                     )
                     ctx.record_result(result)
                     report[name] = result["result"]
+
+
+    def multinode_step(
+        self, ctx: RunContext, step: Mapping[str, Any], substitutions: dict[str, str]
+    ) -> None:
+        """A ``lava-send``/``lava-wait``/``lava-wait-all``/``lava-sync`` step (as LAVA).
+
+        The data a wait receives becomes ``{key}`` substitutions for later commands.
+        """
+        protocol = multinode_protocol(ctx)
+        if protocol is None:
+            raise JobError("MultiNode steps in interactive tests need the lava-multinode protocol")
+        timeout = protocol.timeout
+        if "lava-send" in step:
+            parts = substitute(str(step["lava-send"]), substitutions).split()
+            if not parts:
+                raise JobError("lava-send needs a message id")
+            payload = {}
+            for part in parts[1:]:
+                key, sep, value = part.partition("=")
+                if not sep or not key:
+                    raise JobError(f"lava-send {parts[0]}: expected key=value, got {part!r}")
+                payload[key] = value
+            reply = protocol.send(ctx, parts[0], payload, timeout)
+            ctx.logger.info(f"send result: {reply!r}")
+            if reply.get("response") == "nack":
+                raise TestError(f"Coordinator was unable to accept lava-send {parts[0]}")
+            return
+        if "lava-sync" in step:
+            reply = protocol.sync(ctx, str(step["lava-sync"]), timeout)
+            ctx.logger.info(f"sync result: {reply!r}")
+            return
+        if "lava-wait" in step:
+            reply = protocol.wait(ctx, str(step["lava-wait"]), timeout)
+            ctx.logger.info(f"wait result: {reply!r}")
+        else:
+            parts = str(step["lava-wait-all"]).split()
+            if not 1 <= len(parts) <= 2:
+                raise JobError(f"lava-wait-all expects 1 or 2 params, got: {parts}")
+            role = None
+            if len(parts) > 1:
+                key, _, role = parts[1].partition("=")
+                if key != "role":
+                    raise JobError(f"lava-wait-all 2nd param must be role=<rolename>, got: {key}")
+            reply = protocol.wait_all(ctx, parts[0], timeout, role)
+            ctx.logger.info(f"wait-all result: {reply!r}")
+            if reply.get("response") == "nack":
+                raise TestError("Nack reply from coordinator for wait-all (deadlock detected?)")
+        for data in (reply.get("message") or {}).values():
+            if isinstance(data, Mapping):
+                for key, value in data.items():
+                    substitutions["{" + str(key) + "}"] = str(value)
 
 
 class Interactive(Strategy):

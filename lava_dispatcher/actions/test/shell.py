@@ -11,6 +11,8 @@ definition run and each failed install stage in the ``lava`` suite.
 A malformed signal (bad result word, a measurement that is not a number, a
 word without ``=``) is logged as a warning and skipped: the DUT's output
 never crashes the job. ``lava-test-raise`` ends the action with TestError.
+MultiNode API calls (``<LAVA_MULTI_NODE> <LAVA_SEND ...>``...) go to the
+job's lava-multinode protocol, and the reply is typed back (:mod:`.multinode`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from lava_dispatcher.actions.overlay_data import (
     TestDefinitionInfo,
 )
 from lava_dispatcher.actions.strategy import Strategy
+from lava_dispatcher.actions.test import multinode
 from lava_dispatcher.actions.test.expected import record_missing, unexpected_result
 from lava_dispatcher.actions.test.signals import (
     DEFAULT_FIXUP,
@@ -44,6 +47,7 @@ from lava_dispatcher.devices import Device
 from lava_dispatcher.errors import ConnectionClosedError, JobError, LAVATimeoutError, TestError
 from lava_dispatcher.pipeline import Action, RetryAction, RunContext
 from lava_dispatcher.plugins import hookimpl
+from lava_dispatcher.protocols.multinode import multinode_protocol
 
 
 class TestShellRetry(RetryAction):
@@ -186,12 +190,25 @@ class TestShellAction(Action):
         elif event.kind == "pattern":
             self._pattern(ctx, event)
         elif event.kind == "multinode":
-            ctx.logger.warning(
-                f"MultiNode call <LAVA_{event.name}> ignored: the job has no lava-multinode protocol"
-            )
+            self._multinode(ctx, event, connection)
         elif event.kind == "signal":
             self._signal(ctx, event)
         return False
+
+    def _multinode(self, ctx: RunContext, event: Event, connection: Any) -> None:
+        """A MultiNode API call from the DUT: the coordinator's reply is typed back."""
+        protocol = multinode_protocol(ctx)
+        if protocol is None:
+            ctx.logger.warning(
+                f"MultiNode call <LAVA_{event.name}> ignored: the job has no lava-multinode protocol"
+            )
+            return
+        multinode.handle(
+            ctx, protocol, event, connection.shell, delay=self.character_delay,
+            record=lambda case, result: self._record_case(
+                ctx, {"test_case_id": case, "result": result}
+            ),
+        )  # fmt: skip
 
     def _signal(self, ctx: RunContext, event: Event) -> None:
         name, params = event.name, event.params
