@@ -110,8 +110,10 @@ class LiveProgress:
 
     COLORS = {"error": "31", "exception": "31", "warning": "33", "results": "36", "input": "35"}
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, console: bool = True) -> None:
         self.stream = stream
+        #: show the DUT's console lines (a MultiNode run hides its sub-jobs')
+        self.console = console
         self.start = time.monotonic()
         self.lock = threading.Lock()
 
@@ -125,7 +127,8 @@ class LiveProgress:
 
     def __call__(self, level: str, msg: Any, dt: str) -> None:
         if level == "target":
-            self._emit(f"\x1b[2m|\x1b[0m {msg}")
+            if self.console:
+                self._emit(f"\x1b[2m|\x1b[0m {msg}")
         elif level == "info":
             bold = str(msg).startswith(("start:", "end:"))
             self._emit(str(msg), "1" if bold else None)
@@ -137,7 +140,7 @@ class LiveProgress:
                     f" {k}={msg[k]}" for k in ("measurement", "units", "error_msg") if k in msg
                 )
                 self._emit(f"result: {msg.get('definition')}/{msg.get('case')} {result}{extra}", color)
-        elif level in ("error", "exception", "warning", "input"):
+        elif level in ("error", "exception", "warning") or (level == "input" and self.console):
             self._emit(str(msg), self.COLORS[level])
 
 
@@ -170,6 +173,7 @@ def run_job(
     log_stream: Any,
     live: bool,
     dispatcher_overrides: dict[str, Any] | None = None,
+    console: bool = True,
 ) -> int:
     """Shared by ``lava-dispatch run`` and ``lava-run``: the job end to end."""
     from lava_dispatcher.results import atomic_write
@@ -188,7 +192,7 @@ def run_job(
     logger = JobLogger()
     logger.add_file(logs)
     if live:
-        logger.add_observer(LiveProgress(log_stream))
+        logger.add_observer(LiveProgress(log_stream, console))
     else:
         logger.add_stream(log_stream)
     os.environ["LAVA_JOB_ID"] = job_id
@@ -268,9 +272,10 @@ def cmd_run_group(args: argparse.Namespace) -> int:
     try:
         return run_group(
             args.job, args.device, output_dir=output_dir, base_id=str(args.job_id),
-            dispatcher_path=args.dispatcher,
+            dispatcher_path=args.dispatcher, overrides=coordinator_settings(args),
+            console=bool(args.console),
         )  # fmt: skip
-    except GroupError as exc:
+    except (GroupError, InvalidInput) as exc:
         print(f"lava-dispatch run: {exc}", file=sys.stderr)
         return EXIT_INVALID
 
@@ -300,6 +305,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log_stream=sys.stdout,
         live=live,
         dispatcher_overrides=overrides,
+        console=args.console is not False,
     )
     if live:
         outcome = {0: "Complete", 1: "Incomplete", 2: "Invalid", 3: "Canceled"}[code]
@@ -441,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=host_port,
         metavar="HOST:PORT",
         help="MultiNode coordinator to use (dispatcher setting 'coordinator'), instead of "
-        "LAVA's /etc/lava-coordinator/lava-coordinator.conf",
+        "LAVA's /etc/lava-coordinator/lava-coordinator.conf; for a MultiNode submission, "
+        "instead of starting one on a free loopback port",
     )
     run.add_argument(
         "--coordinator-secret-file",
@@ -450,6 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="file holding the coordinator's shared secret (dispatcher setting "
         "'coordinator_secret')",
     )
+    run.add_argument(
+        "--console", action=argparse.BooleanOptionalAction, default=None,
+        help="with live progress, show the board's console lines (default: yes for one job; "
+        "no for the sub-jobs of a MultiNode run, which show their actions and results)",
+    )  # fmt: skip
     live = run.add_mutually_exclusive_group()
     live.add_argument("--live", dest="live", action="store_true", default=None, help="human progress even when not on a terminal")
     live.add_argument("--plain", dest="live", action="store_false", help="LAVA log records even on a terminal")

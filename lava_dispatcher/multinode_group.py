@@ -4,12 +4,15 @@ LAVA's server splits a MultiNode submission into one sub-job per role
 instance, gives each its protocol settings (target_group, role, group_size,
 sub_id and the role's and protocol's other keys) and, once all are
 scheduled, the group's ``roles`` map (job id -> role). :func:`split_group`
-does the same (facts from LAVA's ``split_multinode_yaml``; ids here are
-``<id>.<sub_id>``). :func:`run_group` then runs the sub-jobs as parallel
-``lava-dispatch run`` processes against a coordinator of ours on a free
-loopback port, prefixes their progress lines with ``role:id``, writes each
-sub-job's outputs under ``DIR/<id>.<n>/`` and exits 0 only when every
-sub-job is Complete.
+does the same (facts from LAVA's ``split_multinode_yaml``). As on LAVA's
+server, sub-job ``n`` of submission ``<id>`` is shown as ``<id>.<n>`` and has
+a whole-number job id of its own, ``<id> + n``: the job id is the node's name
+on the coordinator and in the replies typed to the DUT, whose helpers split
+items at `` <digits>:``, so it cannot hold a dot. :func:`run_group` then runs
+the sub-jobs as parallel ``lava-dispatch run`` processes against a
+coordinator of ours on a free loopback port (or the one given), prefixes
+their progress lines with ``<id>.<n> role``, writes each sub-job's outputs
+under ``DIR/<id>.<n>/`` and exits 0 only when every sub-job is Complete.
 """
 
 from __future__ import annotations
@@ -51,14 +54,17 @@ class SubJob:
     role: str
     sub_id: int
     definition: dict[str, Any]
+    #: the job's own id (a whole number): its name in the group
     job_id: str = ""
+    #: ``<submission id>.<sub_id>``, what LAVA's server shows, and the output directory
+    name: str = ""
     device: Path | None = None
     process: subprocess.Popen[str] | None = field(default=None, repr=False)
     code: int | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.role}:{self.job_id}"
+        return f"{self.name} {self.role}"
 
 
 def _protocol(definition: Mapping[str, Any]) -> Any:
@@ -75,8 +81,13 @@ def is_multinode(definition: Mapping[str, Any]) -> bool:
 def split_group(
     definition: Mapping[str, Any], base_id: str, target_group: str | None = None
 ) -> list[SubJob]:
-    """One sub-job per role instance, in role order, with ids ``<base_id>.<sub_id>``
-    and the group's roles map already in place."""
+    """One sub-job per role instance, in role order, with job ids ``base_id +
+    sub_id``, names ``<base_id>.<sub_id>`` and the group's roles map in place."""
+    if not base_id.isascii() or not base_id.isdigit():
+        raise GroupError(
+            f"--job-id {base_id!r}: a MultiNode submission needs a whole number: its sub-jobs "
+            "are numbered from it, and the DUTs read job ids as digits"
+        )
     protocol = _protocol(definition)
     if not isinstance(protocol, Mapping) or not isinstance(protocol.get("roles"), Mapping):
         raise GroupError(
@@ -151,7 +162,8 @@ def split_group(
             params.update(copy.deepcopy(shared))
             sub["protocols"] = {"lava-multinode": params}
             sub["actions"] = copy.deepcopy(mine)
-            subjobs.append(SubJob(name, sub_id, sub, job_id=f"{base_id}.{sub_id}"))
+            subjobs.append(SubJob(name, sub_id, sub, job_id=str(int(base_id) + sub_id),
+                                  name=f"{base_id}.{sub_id}"))  # fmt: skip
             sub_id += 1
     role_map = {job.job_id: job.role for job in subjobs}
     for job in subjobs:
@@ -300,11 +312,22 @@ def run_group(
     output_dir: Path,
     base_id: str,
     dispatcher_path: Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    console: bool = False,
     out: TextIO = sys.stdout,
     child_env: Callable[[], dict[str, str]] | None = None,
 ) -> int:
-    """Split the submission at `job_path`, run its sub-jobs in parallel with a
-    coordinator of ours, and return 0 only when every one is Complete."""
+    """Split the submission at `job_path` and run its sub-jobs in parallel, and
+    return 0 only when every one is Complete.
+
+    The coordinator is the dispatcher setting ``coordinator`` when the
+    dispatcher file or `overrides` (the command line) give one, for example
+    a lab's shared coordinator or LAVA's own; otherwise one of ours is started
+    on a free loopback port for this group and stopped at its end.
+
+    Each sub-job's progress (actions, results, warnings) is shown under its
+    name; with ``console`` its board's console lines too (every line of every
+    board: for a few boards, when debugging)."""
     from lava_dispatcher.results import atomic_write
     from lava_dispatcher.schemas.loader import load_yaml
 
@@ -320,6 +343,7 @@ def run_group(
     if dispatcher_path is not None:
         loaded = load_yaml(dispatcher_path.read_text(encoding="utf-8"), str(dispatcher_path))
         dispatcher = dict(loaded or {})
+    dispatcher.update(overrides or {})
     run = GroupRun(subjobs, output_dir, out)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
@@ -330,12 +354,14 @@ def run_group(
     try:
         for sig in previous:
             signal.signal(sig, forward)
-        address = run.start_coordinator(env)
-        dispatcher["coordinator"] = address
+        if dispatcher.get("coordinator"):
+            address = str(dispatcher["coordinator"])
+        else:
+            address = dispatcher["coordinator"] = run.start_coordinator(env)
         run.say(f"group {subjobs[0].definition['protocols']['lava-multinode']['target_group']}: "
                 f"{len(subjobs)} sub-jobs, coordinator {address}")  # fmt: skip
         for job in subjobs:
-            directory = output_dir / job.job_id
+            directory = output_dir / job.name
             directory.mkdir(parents=True, exist_ok=True)
             job_file = directory / "job.yaml"
             atomic_write(job_file, yaml.safe_dump(job.definition, sort_keys=False))
@@ -344,7 +370,8 @@ def run_group(
             assert job.device is not None
             argv = [sys.executable, "-m", "lava_dispatcher", "run", str(job_file),
                     "--device", str(job.device), "--job-id", job.job_id,
-                    "--output-dir", str(directory), "--dispatcher", str(config), "--live"]  # fmt: skip
+                    "--output-dir", str(directory), "--dispatcher", str(config), "--live",
+                    "--console" if console else "--no-console"]  # fmt: skip
             run.say(f"{job.label:<16} | device {job.device}")
             run.start(job, argv, env)
         run.wait()

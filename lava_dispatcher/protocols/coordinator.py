@@ -21,6 +21,7 @@ import logging
 import math
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,14 @@ def parse_hold(request: Mapping[str, Any]) -> float:
     return float(value)
 
 
+@dataclass(eq=False)
+class _Held:
+    """A request kept open; :meth:`CoordinatorServer._release` sets its answer."""
+
+    request: dict[str, Any]
+    future: asyncio.Future[Outcome | None]
+
+
 def _peer(writer: asyncio.StreamWriter) -> str:
     peer = writer.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
@@ -96,9 +105,13 @@ class CoordinatorServer:
         self.groups = Groups()
         self.store: StateStore | None = None
         self._server: asyncio.Server | None = None
-        #: group name -> event set (and dropped) at the group's next change
-        self._changes: dict[str, asyncio.Event] = {}
+        #: group name -> its held requests, oldest first
+        self._held: dict[str, list[_Held]] = {}
         self._connections: set[asyncio.Task[Any]] = set()
+        #: groups changed since the last write to the state directory (name -> deleted)
+        self._dirty: dict[str, bool] = {}
+        #: done when the next write of the dirty groups is over
+        self._flushed: asyncio.Future[None] | None = None
         self._stopping = False
         #: requests being held just now (for tests and status)
         self.held = 0
@@ -133,9 +146,11 @@ class CoordinatorServer:
     async def close(self) -> None:
         """Stop listening; held requests are answered ``wait`` (their clients ask again)."""
         self._stopping = True
-        for event in self._changes.values():
-            event.set()
-        self._changes.clear()
+        for entries in self._held.values():
+            for entry in entries:  # answered ``wait``: their clients ask again
+                if not entry.future.done():
+                    entry.future.set_result(None)
+        self._held.clear()
         if self._server is not None:
             self._server.close()
         pending = set(self._connections)
@@ -217,68 +232,120 @@ class CoordinatorServer:
             self._log(request, reply, peer, None)
             return reply
         outcome = self.groups.handle(request)
+        entry: _Held | None = None
+        if hold and is_wait(outcome.reply) and outcome.group is not None:
+            # held before the change this request made is committed: the last
+            # node arriving at a sync is released in the same pass as the others
+            entry = _Held(request, loop.create_future())
+            self._held.setdefault(outcome.group, []).append(entry)
         self._commit(outcome)
-        held = bool(hold) and is_wait(outcome.reply) and outcome.group is not None
-        if held:
-            assert outcome.group is not None
+        if entry is not None:
+            outcome = await self._hold(entry, outcome, started + hold, peer)
+        if self._flushed is not None:
+            # nobody hears of a change before it is on disk (see _commit)
+            await asyncio.shield(self._flushed)
+        self._log(request, outcome.reply, peer, loop.time() - started if entry else None)
+        return outcome.reply
+
+    async def _hold(self, entry: _Held, outcome: Outcome, deadline: float, peer: str) -> Outcome:
+        """Wait until :meth:`_release` answers the request, or its hold ends (``wait``)."""
+        if not entry.future.done():
             LOG.debug(
                 "holding group=%s client=%s request=%s messageID=%s for up to %g s peer=%s",
                 outcome.group,
                 outcome.client,
-                request.get("request"),
-                request.get("messageID"),
-                hold,
+                entry.request.get("request"),
+                entry.request.get("messageID"),
+                deadline - asyncio.get_running_loop().time(),
                 peer,
             )
-            self.held += 1
-            try:
-                outcome = await self._hold(request, outcome.group, outcome, started + hold)
-            finally:
-                self.held -= 1
-        self._log(request, outcome.reply, peer, loop.time() - started if held else None)
-        return outcome.reply
+        self.held += 1
+        try:
+            async with asyncio.timeout_at(deadline):
+                released = await asyncio.shield(entry.future)
+        except TimeoutError:
+            released = None
+        finally:
+            self.held -= 1
+            entries = self._held.get(outcome.group or "")
+            if entries is not None and entry in entries:
+                entries.remove(entry)
+                if not entries:
+                    del self._held[outcome.group or ""]
+        return released or outcome
 
-    async def _hold(
-        self, request: dict[str, Any], group: str, outcome: Outcome, deadline: float
-    ) -> Outcome:
-        """Evaluate the request again at each change of its group, until it is not ``wait``."""
-        loop = asyncio.get_running_loop()
-        # a change made by the first evaluation itself (the last node arriving at
-        # a sync) can already answer it: evaluate once more before waiting
-        again = outcome.changed
-        while is_wait(outcome.reply) and not self._stopping:
-            if not again:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                change = self._changes.setdefault(group, asyncio.Event())
-                try:
-                    async with asyncio.timeout(remaining):
-                        await change.wait()
-                except TimeoutError:
-                    break
-                if self._stopping:
-                    break
+    def _release(self, group: str, outcome: Outcome) -> None:
+        """Answer every held request of ``group`` that ``outcome``'s change may have
+        made answerable, and those that their own answers make answerable, in one pass
+        (one write to disk for all of them)."""
+        entries = self._held.get(group)
+        everything = outcome.everything or outcome.scope is None
+        scopes = {outcome.scope}
+        while entries:
             again = False
-            outcome = self.groups.handle(request, first=False)
-            self._commit(outcome)
-        return outcome
+            for entry in list(entries):
+                if entry.future.done():
+                    entries.remove(entry)
+                    continue
+                if not everything and str(entry.request.get("messageID")) not in scopes:
+                    continue
+                answer = self.groups.handle(entry.request, first=False)
+                if answer.changed:
+                    self._dirty_group(answer)
+                    if not answer.quiet:
+                        again = True
+                        everything = everything or answer.everything or answer.scope is None
+                        scopes.add(answer.scope)
+                if not is_wait(answer.reply):
+                    entries.remove(entry)
+                    entry.future.set_result(answer)
+            if not again:
+                break
+        if entries is not None and not entries:
+            self._held.pop(group, None)
 
     def _commit(self, outcome: Outcome) -> None:
-        """Persist a change (before anyone hears of it), then wake the group's held requests."""
+        """Have a change persisted (before any reply is sent, see _answer), and wake the
+        group's held requests unless the change cannot answer any of them.
+
+        Writes are grouped: every change made while the event loop works through
+        what is ready (the last node arriving at a sync, then the release of all
+        the others) is written once, group by group, by one :meth:`_flush`, not
+        once per request: a group of 32 released together costs 2 writes, not 33.
+        """
         if not outcome.changed or outcome.group is None:
             return
-        if self.store is not None:
+        self._dirty_group(outcome)
+        if not outcome.quiet:
+            self._release(outcome.group, outcome)
+
+    def _dirty_group(self, outcome: Outcome) -> None:
+        """Have the group written by the next :meth:`_flush` (scheduled if need be)."""
+        if self.store is None or outcome.group is None:
+            return
+        self._dirty[outcome.group] = outcome.deleted or self._dirty.get(outcome.group, False)
+        if self._flushed is None:
+            loop = asyncio.get_running_loop()
+            self._flushed = loop.create_future()
+            loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Write every changed group to the state directory, then let the replies go."""
+        dirty, self._dirty = self._dirty, {}
+        done, self._flushed = self._flushed, None
+        for name, deleted in dirty.items():
+            group = self.groups.groups.get(name)
             try:
-                if outcome.deleted:
-                    self.store.delete(outcome.group)
+                if self.store is None:
+                    break
+                if deleted or group is None:
+                    self.store.delete(name)
                 else:
-                    self.store.save(self.groups.groups[outcome.group])
+                    self.store.save(group)
             except OSError as exc:
-                LOG.error("cannot save the state of group %s: %s", outcome.group, exc)
-        change = self._changes.pop(outcome.group, None)
-        if change is not None:
-            change.set()
+                LOG.error("cannot save the state of group %s: %s", name, exc)
+        if done is not None and not done.done():
+            done.set_result(None)
 
     def _log(self, request: Mapping[str, Any], reply: Reply, peer: str, held: float | None) -> None:
         response = reply.get("response")

@@ -134,6 +134,13 @@ class Outcome:
     client: str | None = None
     #: the group's state changed: persist it and wake held requests
     changed: bool = False
+    #: ... but no held request can be answered because of it: persist only
+    quiet: bool = False
+    #: the messageID whose state changed (None: anything in the group may have):
+    #: only held requests for it need another look
+    scope: str | None = None
+    #: a member joined or the group was created: every held request needs another look
+    everything: bool = False
     #: the group is gone (every member cleared it)
     deleted: bool = False
 
@@ -198,7 +205,7 @@ class Groups:
                 raise RequestError(f"unknown group {name}: its first request must carry group_size")
             group = Group(name=name, size=_size(request["group_size"]))
             self.groups[name] = group
-            outcome.changed = True
+            outcome.changed = outcome.everything = True
             LOG.info("group %s created for %d nodes", name, group.size)
         if client not in group.clients:
             if not first:
@@ -212,7 +219,7 @@ class Groups:
                 raise RequestError(f"missing or invalid role for {client} joining group {name}")
             hostname = request.get("hostname")
             group.clients[client] = Client(str(hostname or ""), role)
-            outcome.changed = True
+            outcome.changed = outcome.everything = True
             LOG.info(
                 "group %s: %s (role %s) joined, %d of %d",
                 name,
@@ -241,6 +248,7 @@ class Groups:
             data = {}
         if not isinstance(data, dict):
             raise RequestError(f"message for {key!r} must be a mapping of key=value data")
+        o.scope = key
         stored = group.messages.setdefault(key, {})
         had = stored.get(client)
         merged = {**(had or {}), **data}
@@ -284,16 +292,19 @@ class Groups:
     def _on_lava_sync(
         self, group: Group, client: str, request: Mapping[str, Any], o: Outcome
     ) -> Reply:
-        key = _message_id(request)
+        key = o.scope = _message_id(request)
         sync = group.syncs.setdefault(key, SyncRound())
         everyone = len(sync.arrived) >= group.size
         if everyone and client in sync.arrived and client not in sync.collected:
+            # being told changes nothing for the others (no wake-up for each of
+            # them at each release: that was quadratic in the group's size) ...
             sync.collected.append(client)
-            o.changed = True
+            o.changed = o.quiet = True
             if set(sync.collected) >= set(sync.arrived):
                 # everyone has been told: the next rendezvous of this id may begin
                 if sync.following:
                     group.syncs[key] = SyncRound(arrived=sync.following)
+                    o.quiet = False  # ... except those already at the next one
                 else:
                     del group.syncs[key]
             return ack(request.get("message") or key)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import socket
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -200,6 +201,7 @@ class MultinodeProtocol(Protocol):
         what = what or f"{call.get('request')} {call.get('messageID', '')!s}".strip()
         if call.get("request") == "group_data":
             self._joined = True
+        asked, asked_at = time.monotonic(), time.time()
         try:
             reply = client.request(call, timeout=limit, interrupter=ctx.interrupter, waits=waits)
         except CoordinatorTimeout as exc:
@@ -213,6 +215,12 @@ class MultinodeProtocol(Protocol):
             self._give_up(ctx, error)
             raise error from exc
         self._joined = True
+        # when the call was released, and how long it took: the group's latency,
+        # and when the answer reached this host (the rest is this host's own delay)
+        took = f"{what}: {reply.get('response')} after {(time.monotonic() - asked) * 1000:.1f} ms"
+        if client.arrived is not None:
+            took += f" (on the socket after {(client.arrived - asked_at) * 1000:.1f} ms)"
+        ctx.logger.debug(took)
         if reply.get("response") == "nack" and reply.get("error"):
             ctx.logger.warning(f"the coordinator refused {what}: {reply['error']}")
         return reply

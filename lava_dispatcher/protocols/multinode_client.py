@@ -31,6 +31,8 @@ import json
 import os
 import selectors
 import socket
+import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -62,6 +64,34 @@ BACKOFF_CAP = 5.0
 AUTH_KEY = "auth"
 #: how long a request left behind (interrupted, timed out) may take to be answered
 DRAIN_TIMEOUT = 60.0
+
+
+#: Linux's SO_TIMESTAMPNS (SCM_TIMESTAMPNS), which the socket module does not name:
+#: the kernel stamps each arriving packet, so a reply's arrival is known exactly
+#: however late this process gets to read it (logged with each call: see
+#: MultinodeProtocol.request)
+_SO_TIMESTAMPNS = 35 if sys.platform == "linux" else None
+
+
+def _stamp_arrivals(sock: socket.socket) -> bool:
+    if _SO_TIMESTAMPNS is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """The kernel's receive time (epoch seconds) in recvmsg's ancillary data."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+            layout = {16: "qq", 8: "ii"}.get(len(data))  # struct timespec, 64- or 32-bit
+            if layout is not None:
+                seconds, nanoseconds = struct.unpack(layout, data)
+                return seconds + nanoseconds / 1e9
+    return None
 
 
 class ReplyError(OSError):
@@ -281,6 +311,9 @@ class CoordinatorClient:
         #: whether the coordinator holds requests (ours), or answers ``wait`` at once
         #: (LAVA's); None until a ``wait`` shows it
         self.holds: bool | None = None
+        #: when the last reply reached this host (epoch seconds, the kernel's stamp),
+        #: None where the system does not say
+        self.arrived: float | None = None
         self._drains: list[threading.Thread] = []
 
     def message(self, call: Mapping[str, Any], hold: float = 0.0) -> dict[str, Any]:
@@ -305,6 +338,8 @@ class CoordinatorClient:
         )[0]
         sock = socket.socket(family, kind, proto)
         sock.setblocking(False)
+        stamped = _stamp_arrivals(sock)
+        self.arrived = None
         wake_r, wake_w = socket.socketpair()
 
         def wake() -> None:
@@ -335,7 +370,11 @@ class CoordinatorClient:
                 while True:
                     _ready(selector, sock, selectors.EVENT_READ, end, wake_r)
                     try:
-                        chunk = sock.recv(65536)
+                        if stamped and self.arrived is None:
+                            chunk, ancillary, _flags, _peer = sock.recvmsg(65536, 64)
+                            self.arrived = _arrival(ancillary)
+                        else:
+                            chunk = sock.recv(65536)
                     except BlockingIOError:
                         continue
                     if not chunk:

@@ -97,8 +97,8 @@ def test_store_round_trip_and_bad_files(tmp_path: Path) -> None:
     assert loaded["g/1 é"].to_json() == groups.groups["g/1 é"].to_json()
     assert (tmp_path / "group-0000.bad").exists()
     assert not list(tmp_path.glob("*.tmp"))
-    saved = json.loads((tmp_path / StateStore.filename("g/1 é")).read_text())
-    assert Group.from_json(saved).messages == {"m": {"1": {"k": "v"}}}
+    journal = (tmp_path / StateStore.journal_name("g/1 é")).read_text().splitlines()
+    assert Group.from_json(json.loads(journal[-1])).messages == {"m": {"1": {"k": "v"}}}
 
 
 def test_a_state_directory_serves_one_coordinator(tmp_path: Path) -> None:
@@ -113,3 +113,52 @@ def test_a_state_directory_serves_one_coordinator(tmp_path: Path) -> None:
     finally:
         store.close()
     StateStore(tmp_path).close()
+
+
+def _group_with(messages: int) -> Groups:
+    groups = Groups()
+    base = {"group_name": "g", "role": "r", "hostname": "h", "group_size": 1}
+    groups.handle({**base, "request": "group_data", "client_name": "1"})
+    for index in range(messages):
+        groups.handle({**base, "request": "lava_send", "client_name": "1",
+                       "messageID": f"m{index}", "message": {"k": "v" * 50}})  # fmt: skip
+    return groups
+
+
+def test_a_journal_line_torn_by_a_crash_is_ignored(tmp_path: Path) -> None:
+    groups = _group_with(1)
+    store = StateStore(tmp_path)
+    store.save(groups.groups["g"])
+    _group_with(2)  # a later state, half written when the coordinator died
+    with open(tmp_path / StateStore.journal_name("g"), "a", encoding="utf-8") as journal:
+        journal.write('{"format": 1, "name": "g", "size": 1, "clie')
+    store.close()
+    store = StateStore(tmp_path)
+    try:
+        loaded = store.load()
+    finally:
+        store.close()
+    assert loaded["g"].to_json() == groups.groups["g"].to_json()
+
+
+def test_a_long_journal_is_folded_into_a_snapshot(tmp_path: Path) -> None:
+    groups = _group_with(0)
+    store = StateStore(tmp_path)
+    base = {"group_name": "g", "role": "r", "hostname": "h", "client_name": "1"}
+    try:
+        for index in range(400):  # a few KB per state: past COMPACT_BYTES more than once
+            groups.handle({**base, "request": "lava_send", "messageID": f"m{index}",
+                           "message": {"k": "v" * 50}})  # fmt: skip
+            store.save(groups.groups["g"])
+        journal = tmp_path / StateStore.journal_name("g")
+        assert journal.stat().st_size <= 256 * 1024
+        assert (tmp_path / StateStore.filename("g")).exists()
+    finally:
+        store.close()
+    store = StateStore(tmp_path)
+    try:
+        assert store.load()["g"].to_json() == groups.groups["g"].to_json()
+        store.delete("g")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["lock"]
+    finally:
+        store.close()

@@ -47,10 +47,11 @@ def submission() -> dict[str, Any]:
 
 def test_one_sub_job_per_role_instance_with_the_group_settings() -> None:
     jobs = split_group(submission(), "7", target_group="g-1")
-    assert [(j.role, j.sub_id, j.job_id) for j in jobs] == [
-        ("server", 0, "7.0"), ("client", 1, "7.1"), ("client", 2, "7.2"),
+    # as on LAVA's server: shown as <id>.<n>, each with a whole-number job id of its own
+    assert [(j.role, j.sub_id, j.name, j.job_id) for j in jobs] == [
+        ("server", 0, "7.0", "7"), ("client", 1, "7.1", "8"), ("client", 2, "7.2", "9"),
     ]  # fmt: skip
-    roles = {"7.0": "server", "7.1": "client", "7.2": "client"}
+    roles = {"7": "server", "8": "client", "9": "client"}
     server, client, _ = (j.definition for j in jobs)
     assert server["protocols"]["lava-multinode"] == {
         "target_group": "g-1", "role": "server", "group_size": 3, "sub_id": 0,
@@ -178,3 +179,9 @@ def test_near_valid_input_splits_or_is_refused_clearly(definition: dict[str, Any
     else:
         sizes = {j.definition["protocols"]["lava-multinode"]["group_size"] for j in jobs}
         assert sizes == {len(jobs)}
+
+
+@pytest.mark.parametrize("base", ["1.2", "abc", "", "-3", "٣"])
+def test_a_submission_id_that_is_not_a_whole_number_is_refused(base: str) -> None:
+    with pytest.raises(GroupError, match=r"--job-id .*whole number"):
+        split_group(submission(), base)

@@ -139,7 +139,7 @@ def test_parse_send(raw: str, expected: tuple[str, dict[str, str]]) -> None:
     assert parse_send(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["ready my-key=1", "ready a=1 b.c=2", "k=v"])
+@pytest.mark.parametrize("raw", ["ready my-key=1", "ready a=1 b.c=2", "k=v", "ready clé=1"])
 def test_parse_send_refuses_bad_keys(raw: str) -> None:
     with pytest.raises(ValueError):
         parse_send(raw)

@@ -283,3 +283,13 @@ def test_runner_passes_the_console_to_multinode_helpers(fresh_overlay: Overlay) 
         f"<LAVA_SIGNAL_ENDRUN 0_multinode {uuid}>",
         "<LAVA_TEST_RUNNER EXIT>",
     ]
+
+
+@pytest.mark.parametrize("pair", ["my-key=1", "a.b=x", "clé=v", "k+=1"])
+def test_send_refuses_a_bad_key_on_the_dut(overlay: Overlay, pair: str) -> None:
+    proc = overlay.run("lava-send", "ready", "ok=1", pair)
+    assert proc.returncode == 1
+    assert requests(proc.stdout) == []  # nothing reaches the dispatcher
+    key = pair.split("=")[0]
+    assert f"lava-send: invalid key '{key}' in '{pair}'" in proc.stderr
+    assert "message ready not sent" in proc.stderr

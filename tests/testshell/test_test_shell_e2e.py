@@ -203,3 +203,25 @@ def test_overlay_transferred_after_boot(tmp_path: Path, sources: dict[str, str],
     unpack = yaml.safe_load((out / "results.yaml").read_text())
     assert any(r["case"] == "overlay-unpack" and r["result"] == "pass" for r in unpack)
 
+
+
+def test_an_interactive_test_after_a_test_shell_reads_its_own_output(tmp_path: Path) -> None:
+    """The prompt the shell prints after lava-test-runner exits is consumed by the test
+    shell: the interactive test that follows must not take it for its command's answer."""
+    rootfs = busybox_rootfs(tmp_path / "rootfs")
+    shell_block = {"test": {"timeout": {"minutes": 1}, "definitions": [{
+        "from": "inline", "name": "first", "path": "inline/first.yaml",
+        "repository": {"metadata": {"format": "Lava-Test Test Definition 1.0", "name": "first",
+                                    "description": "then interactive"},
+                       "run": {"steps": ["lava-test-case one --result pass"]}}}]}}  # fmt: skip
+    interactive = {"test": {"timeout": {"seconds": 30}, "interactive": [{
+        "name": "after", "prompts": [PROMPT],
+        "script": [{"name": "sum", "command": "echo sum=$((40+2))",
+                    "successes": [{"message": "sum=42"}]}]}]}}  # fmt: skip
+    with SimServer(tmp_path / "sim", pty=True, boot_time=0.05, boot_lines=4, rootfs=rootfs) as sim:
+        boot = {**BOOT, "transfer_overlay": {"download_command": "wget -q", "unpack_command": "tar -C / -xzf"}}
+        out = run_job(tmp_path, sim_device(sim), [{"deploy": {"to": "overlay"}}, {"boot": boot},
+                                                  shell_block, interactive])  # fmt: skip
+    results = {(r["definition"], r["case"]): r["result"] for r in yaml.safe_load((out / "results.yaml").read_text())}
+    assert results[("0_first", "one")] == "pass"
+    assert results[("1_after", "sum")] == "pass", results

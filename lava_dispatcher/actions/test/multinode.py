@@ -31,10 +31,10 @@ from lava_dispatcher.errors import JobError, MultinodeProtocolTimeoutError, Test
 from lava_dispatcher.pipeline import RunContext
 from lava_dispatcher.protocols.multinode import MultinodeGroupAborted, MultinodeProtocol
 
-#: a key of lava-send data (the documented \w+)
-KEY = re.compile(r"\w+\Z")
+#: a key of lava-send data (the documented \w+: ASCII letters, digits, '_')
+KEY = re.compile(r"\w+\Z", re.ASCII)
 #: where LAVA splits the data of a LAVA_SEND: before each `word=`, so values may hold spaces
-_ITEM_START = re.compile(r"\s+(?=\w+=)")
+_ITEM_START = re.compile(r"\s+(?=\w+=)", re.ASCII)
 
 Recorder = Callable[[str, str], None]
 

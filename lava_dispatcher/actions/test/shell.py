@@ -49,6 +49,9 @@ from lava_dispatcher.pipeline import Action, RetryAction, RunContext
 from lava_dispatcher.plugins import hookimpl
 from lava_dispatcher.protocols.multinode import multinode_protocol
 
+#: how long the shell may take to print its prompt once the test runner has exited (s)
+PROMPT_AFTER_RUNNER = 10.0
+
 
 class TestShellRetry(RetryAction):
     __test__ = False
@@ -128,8 +131,16 @@ class TestShellAction(Action):
             )
             ctx.logger.info(f"Test shell timeout: {ctx.remaining():.0f}s")
             self._follow(ctx, watcher, connection)
-            # move the console's expect position past the runner's output
+            # move the console's expect position past the runner's output and the
+            # prompt the shell prints after it: the next action (an interactive
+            # test...) must not take that old prompt for the answer to its command
             expect(ctx, self, connection, [RUNNER_EXIT], timeout=min(ctx.remaining(), 10))
+            try:
+                shell.wait_for_prompt(timeout=min(ctx.remaining(), PROMPT_AFTER_RUNNER))
+            except ExpectTimeout:
+                ctx.logger.warning(
+                    f"no shell prompt within {PROMPT_AFTER_RUNNER:g} s after the test runner exited"
+                )
         finally:
             if watcher in connection.console.watchers:
                 connection.console.watchers.remove(watcher)
