@@ -489,9 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("sim_args", nargs=argparse.REMAINDER)
     sim.set_defaults(func=cmd_sim)
 
-    for name, text in (("worker", "the worker service"),):
-        later = sub.add_parser(name, help=f"{text} (not available yet)")
-        later.set_defaults(func=cmd_later)
+    from lava_dispatcher.worker.cli import register as register_worker
+
+    register_worker(sub)  # worker, users
 
     coord = sub.add_parser(
         "coordinator",
