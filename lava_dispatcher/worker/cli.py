@@ -2,13 +2,14 @@
 
 Exit status of ``worker``: 0 stopped cleanly (SIGTERM, SIGINT), 2 a bad
 option, config file, device file or health-check job, or a state directory
-in use (one line on stderr says which). ``users``: 0 done, 2 refused.
+in use (one line on stderr says which). ``worker --check-config``: 0 good,
+2 errors (each on stderr). ``worker --install-systemd-unit``: 0 installed,
+2 could not. ``users``: 0 done, 2 refused.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,23 +58,71 @@ def config_from(args: argparse.Namespace) -> WorkerConfig:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    import asyncio  # here: every `lava-dispatch run` builds this parser, and asyncio costs 30 ms
+    # imports here: every `lava-dispatch run` builds this parser, and asyncio costs 30 ms
+    import asyncio
+    import faulthandler
 
     from lava_dispatcher.worker.daemon import serve
+    from lava_dispatcher.worker.logging_setup import is_journal, setup_logging
 
     try:
         config = config_from(args)
+        if args.prefix is not None and not args.install_systemd_unit:
+            raise ConfigError("--prefix: only with --install-systemd-unit")
     except ConfigError as exc:
-        print(f"lava-dispatch worker: {exc}", file=sys.stderr)
+        priority = "<3>" if is_journal(sys.stderr) else ""  # an error, for journalctl -p err
+        print(f"{priority}lava-dispatch worker: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    logging.basicConfig(
-        level=config.log_level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )  # fmt: skip
+    if args.check_config:
+        return _check_config(args, config)
+    if args.install_systemd_unit:
+        return _install_systemd_unit(args, config)
+    setup_logging(config.log_level)
+    faulthandler.enable()  # a watchdog SIGABRT shows where every thread was
     try:
         return asyncio.run(serve(config))
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _check_config(args: argparse.Namespace, config: WorkerConfig) -> int:
+    """``--check-config``: a line per device and setting on stdout, each error on stderr."""
+    import asyncio
+
+    from lava_dispatcher.worker.checkconfig import check_config
+
+    source = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    print(f"config: {source.absolute()}" if source else "config: no file, defaults and options")
+    report = asyncio.run(check_config(config))
+    for line in report.lines:
+        print(line)
+    for error in report.errors:
+        print(f"lava-dispatch worker --check-config: {error}", file=sys.stderr)
+    if report.errors:
+        print(f"{len(report.errors)} error(s)", file=sys.stderr)
+        return EXIT_INVALID
+    devices = sum(line.startswith("device ") for line in report.lines)
+    print(f"ok: {devices} device(s)")
+    return EXIT_OK
+
+
+def _install_systemd_unit(args: argparse.Namespace, config: WorkerConfig) -> int:
+    """``--install-systemd-unit``: the unit runs this installation with the options given here."""
+    from lava_dispatcher.worker.systemd import UNIT_NAME, install_unit
+
+    worker_args = ["--config", str(args.config.absolute())] if args.config else []
+    for key in CONFIG_OPTIONS:
+        if getattr(args, key) is not None:
+            value = getattr(config, key)  # checked, paths made absolute
+            worker_args += [f"--{key.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
+    try:
+        path, changed = install_unit((args.prefix or Path("/")).absolute(), worker_args, config)
+    except ConfigError as exc:
+        print(f"lava-dispatch worker: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{'installed' if changed else 'unchanged:'} {path}")
+    print(f"then: systemctl daemon-reload && systemctl enable --now {UNIT_NAME.removesuffix('.service')}")
+    return EXIT_OK
 
 
 def cmd_users(args: argparse.Namespace) -> int:
@@ -117,9 +166,19 @@ def register(sub: Any) -> None:
         "queues jobs submitted over HTTP (XML-RPC, REST), runs each in its own "
         "'lava-dispatch run' process, and keeps jobs, logs and results in --state-dir. "
         "Stops cleanly on SIGTERM or SIGINT.",
-        epilog="Exit status: 0 stopped cleanly, 2 bad option, config, device file or health check.",
+        epilog="Exit status: 0 stopped cleanly (or checked, installed), 2 bad option, config, "
+        "device file or health check. Under systemd see docs/worker.md, 'Running under systemd'.",
     )  # fmt: skip
     _config_options(worker, full=True)
+    once = worker.add_mutually_exclusive_group()
+    once.add_argument("--check-config", action="store_true",
+                      help="check the config, every device file and health-check job, the TLS files "
+                      "and the state directory; start nothing, write nothing; exit 0 or 2")  # fmt: skip
+    once.add_argument("--install-systemd-unit", action="store_true",
+                      help="write the systemd unit that runs this lava-dispatch worker (with the "
+                      "options given here) to PREFIX/etc/systemd/system, and exit")  # fmt: skip
+    worker.add_argument("--prefix", type=Path, metavar="PREFIX",
+                        help="with --install-systemd-unit: install under PREFIX (default: /)")  # fmt: skip
     worker.set_defaults(func=cmd_worker)
 
     users = sub.add_parser("users", help="the worker's users and their API tokens",

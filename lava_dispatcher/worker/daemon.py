@@ -18,9 +18,14 @@ having changed nothing that matters):
    place for systemd's ``READY=1``), and one line ``ready: listening on
    URL`` is logged; then the scheduler starts.
 
-Stop (SIGTERM, SIGINT, :meth:`Daemon.stop`): stop listening, stop
-scheduling, cancel running jobs (SIGKILL after ``stop_timeout``), stop the
-coordinator and the validator, close the store. Queued jobs stay queued.
+Stop (SIGTERM, SIGINT, :meth:`Daemon.stop`): ``on_stopping`` callbacks run
+(systemd's ``STOPPING=1``), stop listening, stop scheduling, cancel running
+jobs (SIGKILL after ``stop_timeout``), stop the coordinator and the
+validator, close the store. Queued jobs stay queued.
+
+:func:`serve` speaks to systemd when it asked (:mod:`.systemd`): status
+while starting, ``READY=1`` at the ready point, watchdog pings from the
+event loop, ``STOPPING=1`` at the stop.
 """
 
 from __future__ import annotations
@@ -33,11 +38,12 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from lava_dispatcher.worker.config import WorkerConfig, host_port
-from lava_dispatcher.worker.devices import scan_devices
+from lava_dispatcher.worker.devices import read_device_file
 from lava_dispatcher.worker.errors import ConfigError, WorkerError
 from lava_dispatcher.worker.procs import child_environment, die_with_parent
 from lava_dispatcher.worker.runner import Runner
@@ -54,11 +60,43 @@ from lava_dispatcher.worker.store import (
     Store,
     now,
 )
+from lava_dispatcher.worker.systemd import Notifier
 from lava_dispatcher.worker.validator import ValidatorClient
+
+if TYPE_CHECKING:
+    import ssl
 
 LOG = logging.getLogger("lava-worker")
 #: how long the coordinator child may take to listen
 COORDINATOR_START = 30.0
+
+
+@dataclass
+class Inputs:
+    """The device files and health-check jobs as the dispatcher found them."""
+
+    #: hostname -> (device type, device file)
+    devices: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: device type -> its health-check job
+    checks: dict[str, str] = field(default_factory=dict)
+    #: device type -> a health-check file for a type that has no device here (not used)
+    unused_checks: dict[str, Path] = field(default_factory=dict)
+    #: what is wrong (only when checked with ``keep_going``)
+    errors: list[str] = field(default_factory=list)
+
+
+def tls_context(config: WorkerConfig) -> ssl.SSLContext | None:
+    """The HTTPS context of tls-cert/tls-key (None: plain HTTP); ConfigError when they do not load."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"tls-cert/tls-key: cannot load {config.tls_cert} with {config.tls_key}: {exc}") from None
+    return context
 
 
 class Daemon:
@@ -74,6 +112,8 @@ class Daemon:
         self.ready = asyncio.Event()
         self.stopped = asyncio.Event()
         self.on_ready: list[Callable[[Daemon], None]] = []
+        #: called at the start of a stop with what the stop is doing
+        self.on_stopping: list[Callable[[Daemon, str], None]] = []
         self.url = ""
         self.store: Store | None = None
         self.validator = ValidatorClient(config.dispatcher)
@@ -104,24 +144,44 @@ class Daemon:
         lock.flush()
         self._lock = lock
 
-    async def _check_inputs(self) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
-        """Every device file and health-check job, checked by the dispatcher."""
-        found: dict[str, tuple[str, str]] = {}
-        for device in scan_devices(self.config.devices):
-            real_type = await self.validator.device(device.path)
-            found[device.hostname] = (real_type, str(device.path))
-        by_type = {device_type: path for device_type, path in found.values()}
-        checks: dict[str, str] = {}
-        for device_type, (path, text) in load_health_checks(self.config.health_checks).items():
+    async def check_inputs(self, keep_going: bool = False) -> Inputs:
+        """Every device file and health-check job, checked by the dispatcher (the validator child).
+
+        The start stops at the first bad one (ConfigError); ``--check-config``
+        keeps going and collects every error in :attr:`Inputs.errors`.
+        """
+        inputs = Inputs()
+
+        def bad(message: str) -> None:
+            if not keep_going:
+                raise ConfigError(message)
+            inputs.errors.append(message)
+
+        if not self.config.devices.is_dir():
+            raise ConfigError(f"devices: {self.config.devices} is not a directory")
+        for path in sorted(self.config.devices.glob("*.yaml")):
+            try:
+                if path.is_file():
+                    device = read_device_file(path)
+                    inputs.devices[device.hostname] = (await self.validator.device(device.path), str(device.path))
+            except ConfigError as exc:
+                bad(str(exc))
+        by_type = {device_type: path for device_type, path in inputs.devices.values()}
+        try:
+            checks = load_health_checks(self.config.health_checks)
+        except (OSError, UnicodeDecodeError) as exc:
+            bad(f"health checks: cannot read {self.config.health_checks}: {exc}")
+            checks = {}
+        for device_type, (path, text) in checks.items():
             if device_type not in by_type:
-                LOG.warning("health check %s: no device of type %s here; not used", path, device_type)
+                inputs.unused_checks[device_type] = path
                 continue
             try:
                 await self.validator.job(text, Path(by_type[device_type]))
+                inputs.checks[device_type] = text
             except WorkerError as exc:
-                raise ConfigError(f"health check {path}: {exc}") from None
-            checks[device_type] = text
-        return found, checks
+                bad(f"health check {path}: {exc}")
+        return inputs
 
     async def start(self) -> None:
         """Everything up to the ready point; ConfigError (nothing started) when an input is bad."""
@@ -129,10 +189,13 @@ class Daemon:
         try:
             self.store = store = Store(self.config.state_dir)
             await self.validator.start()
-            devices, checks = await self._check_inputs()
+            inputs = await self.check_inputs()
+            for device_type, path in inputs.unused_checks.items():
+                LOG.warning("health check %s: no device of type %s here; not used", path, device_type)
+            devices = inputs.devices
             store.sync_devices(devices)
             self.runner = Runner(self.config, store, self._finished, lambda: self.coordinator_address)
-            self.scheduler = Scheduler(store, self.runner, checks, self.config.health_check_interval)
+            self.scheduler = Scheduler(store, self.runner, inputs.checks, self.config.health_check_interval)
             self.service = Service(self.config, store, self.validator, self.scheduler, self.runner)
             await self._recover()
             if self.coordinator_address is None:
@@ -224,15 +287,7 @@ class Daemon:
         from lava_dispatcher.worker.http import make_app
 
         host, port = host_port(self.config.listen)
-        ssl_context = None
-        if self.config.tls_cert is not None and self.config.tls_key is not None:
-            import ssl
-
-            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            try:
-                ssl_context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"tls-cert/tls-key: cannot load {self.config.tls_cert}: {exc}") from None
+        ssl_context = tls_context(self.config)
         self._runner_http = web.AppRunner(make_app(self.service), access_log=None)
         await self._runner_http.setup()
         site = web.TCPSite(self._runner_http, host, port, ssl_context=ssl_context, backlog=1024)
@@ -257,6 +312,9 @@ class Daemon:
     async def stop(self, reason: str = "the worker is stopping") -> None:
         """Stop listening and scheduling, cancel running jobs, stop the helpers."""
         LOG.info("stopping: %s", reason)
+        running = len(self.runner.running) if self._scheduling is not None else 0
+        for callback in self.on_stopping:
+            callback(self, f"stopping ({reason}): canceling {running} running job(s)")
         if self._runner_http is not None:
             await self._runner_http.cleanup()
             self._runner_http = None
@@ -291,17 +349,30 @@ class Daemon:
 
 
 async def serve(config: WorkerConfig, on_ready: Callable[[Daemon], None] | None = None) -> int:
-    """Run a daemon until SIGTERM/SIGINT; 0 after a clean stop, 2 when it cannot start."""
+    """Run a daemon until SIGTERM/SIGINT; 0 after a clean stop, 2 when it cannot start.
+
+    Under systemd (``$NOTIFY_SOCKET``) it reports its progress, readiness,
+    liveness (watchdog) and stop; see :mod:`lava_dispatcher.worker.systemd`.
+    """
+    notifier = Notifier.from_environment()  # before any child inherits the variables
+    notifier.start_watchdog()
+    notifier.status("starting: checking device files and health checks, recovering jobs")
     daemon = Daemon(config)
+    daemon.on_ready.append(lambda d: notifier.ready(f"ready: listening on {d.url}"))
     if on_ready is not None:
         daemon.on_ready.append(on_ready)
+    daemon.on_stopping.append(lambda _daemon, status: notifier.stopping(status))
     loop = asyncio.get_running_loop()
     try:
-        await daemon.start()
-    except (WorkerError, OSError) as exc:  # ConfigError and the like: one line, nothing started
-        LOG.error("cannot start: %s", exc)
-        return 2
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, daemon.request_stop, f"stopped by {signal.Signals(sig).name}")
-    await daemon.stopped.wait()
-    return 0
+        try:
+            await daemon.start()
+        except (WorkerError, OSError) as exc:  # ConfigError and the like: one line, nothing started
+            LOG.error("cannot start: %s", exc)
+            notifier.status(f"cannot start: {exc}")
+            return 2
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.request_stop, f"stopped by {signal.Signals(sig).name}")
+        await daemon.stopped.wait()
+        return 0
+    finally:
+        notifier.close()

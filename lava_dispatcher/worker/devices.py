@@ -40,10 +40,3 @@ def read_device_file(path: Path) -> DeviceFile:
             f"{path}: no device type: give 'device_type: <type>' or 'extends: <type>'"
         )
     return DeviceFile(path.name[: -len(".yaml")], device_type.strip(), path.resolve())
-
-
-def scan_devices(directory: Path) -> list[DeviceFile]:
-    """Every ``*.yaml`` in the directory, by hostname."""
-    if not directory.is_dir():
-        raise ConfigError(f"devices: {directory} is not a directory")
-    return [read_device_file(path) for path in sorted(directory.glob("*.yaml")) if path.is_file()]
