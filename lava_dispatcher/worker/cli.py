@@ -22,6 +22,7 @@ EXIT_OK, EXIT_INVALID = 0, 2
 CONFIG_OPTIONS = (
     "state_dir", "devices", "listen", "tls_cert", "tls_key", "dispatcher", "coordinator",
     "health_check_interval", "cancel_timeout", "stop_timeout", "name", "log_level",
+    "event_topic", "event_host", "event_port",
 )  # fmt: skip
 
 
@@ -50,6 +51,14 @@ def _config_options(parser: argparse.ArgumentParser, full: bool) -> None:
                         help="how long a stopping worker waits for its canceled jobs (default: 30)")  # fmt: skip
     parser.add_argument("--name", metavar="NAME", help="the worker's name (default: the host name)")
     parser.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO (default), WARNING, ERROR")
+    events = parser.add_argument_group("event notifications (off unless a topic is given)")
+    events.add_argument("--event-topic", metavar="TOPIC",
+                        help="publish events with this topic prefix (LAVA's EVENT_TOPIC, e.g. "
+                        "org.lavasoftware) on a ZeroMQ PUB socket and the /ws/ WebSocket")  # fmt: skip
+    events.add_argument("--event-port", type=int, metavar="PORT",
+                        help="the ZeroMQ PUB socket's port (default: 5500; 0 picks a free one)")  # fmt: skip
+    events.add_argument("--event-host", metavar="HOST",
+                        help="the address the ZeroMQ socket binds (default: 127.0.0.1)")  # fmt: skip
 
 
 def config_from(args: argparse.Namespace) -> WorkerConfig:

@@ -55,6 +55,26 @@ def _listen(value: Any, key: str) -> str:
     return str(value)
 
 
+def _port(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(f"{key}: expected a TCP port (0 picks a free one), not {value!r}")
+    return value
+
+
+def _topic(value: Any, key: str) -> str:
+    text = _text(value, key)
+    if any(c.isspace() for c in text) or text.startswith(".") or text.endswith("."):
+        raise ConfigError(f"{key}: expected a dotted topic such as org.lavasoftware, not {value!r}")
+    return text
+
+
+def _notify(value: Any, key: str) -> Any:
+    from lava_dispatcher.worker.notify.settings import NotifySettings
+
+    NotifySettings.from_mapping(value, key)  # ConfigError names the key path
+    return value
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     """Everything the daemon needs to know; see docs/worker.md for each key."""
@@ -80,6 +100,16 @@ class WorkerConfig:
     #: the worker's name (``scheduler.workers.*``)
     name: str = field(default_factory=socket.gethostname)
     log_level: str = "INFO"
+    #: event notifications (ZeroMQ PUB and the /ws/ WebSocket): off unless a topic is set
+    event_topic: str | None = None
+    event_host: str = "127.0.0.1"
+    event_port: int = 5500
+    #: CURVE for the ZeroMQ socket: the server's secret key file, a directory of
+    #: client public keys (``*.key``); then private jobs' events go there too
+    event_curve_secret: Path | None = None
+    event_curve_clients: Path | None = None
+    #: user notifications: SMTP, IRC, callbacks, retries (docs/notifications.md)
+    notify: Any = None
 
     @property
     def health_checks(self) -> Path:
@@ -88,7 +118,8 @@ class WorkerConfig:
 
     def check(self) -> WorkerConfig:
         """Refuse settings that cannot work together (one clear error); absolute paths."""
-        absolute: dict[str, Any] = {k: Path(v).absolute() for k in ("state_dir", "devices", "tls_cert", "tls_key", "dispatcher")
+        absolute: dict[str, Any] = {k: Path(v).absolute() for k in ("state_dir", "devices", "tls_cert", "tls_key", "dispatcher",
+                                                                   "event_curve_secret", "event_curve_clients")
                     if (v := getattr(self, k)) is not None and not Path(v).is_absolute()}  # fmt: skip
         if absolute:
             return replace(self, **absolute).check()
@@ -98,6 +129,10 @@ class WorkerConfig:
             path = getattr(self, key)
             if path is not None and not Path(path).is_file():
                 raise ConfigError(f"{key.replace('_', '-')}: {path} is not a readable file")
+        if (self.event_curve_secret is None) != (self.event_curve_clients is None):
+            raise ConfigError("event-curve-secret and event-curve-clients: give both or neither")
+        if self.event_curve_secret is not None and self.event_topic is None:
+            raise ConfigError("event-curve-secret: events are off; give event-topic too")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log-level: expected DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}")
         return self
@@ -116,6 +151,12 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "stop_timeout": _seconds,
     "name": _text,
     "log_level": _text,
+    "event_topic": _topic,
+    "event_host": _text,
+    "event_port": _port,
+    "event_curve_secret": _path,
+    "event_curve_clients": _path,
+    "notify": _notify,
 }
 assert set(_CHECKS) == {f.name for f in fields(WorkerConfig)}
 

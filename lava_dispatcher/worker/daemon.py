@@ -4,7 +4,9 @@ Start-up, in order (any failure stops it with one clear message, exit 2,
 having changed nothing that matters):
 
 1. lock the state directory (one daemon per directory);
-2. open the store;
+2. open the store; bind the event socket (when events are on) and start the
+   notifier; from here on every committed change of a job or a device is an
+   event and goes to the notifier (:mod:`.changes`);
 3. start the validator child; check every device file and health-check job;
 4. bring the devices table in line with the device files;
 5. recover from a crash: jobs left Scheduled, Running or Canceling by a
@@ -42,9 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from lava_dispatcher.worker.changes import ChangeFeed
 from lava_dispatcher.worker.config import WorkerConfig, host_port
 from lava_dispatcher.worker.devices import read_device_file
 from lava_dispatcher.worker.errors import ConfigError, WorkerError
+from lava_dispatcher.worker.events import EventHub
 from lava_dispatcher.worker.procs import child_environment, die_with_parent
 from lava_dispatcher.worker.runner import Runner
 from lava_dispatcher.worker.scheduler import Scheduler, load_health_checks
@@ -62,9 +66,12 @@ from lava_dispatcher.worker.store import (
 )
 from lava_dispatcher.worker.systemd import Notifier
 from lava_dispatcher.worker.validator import ValidatorClient
+from lava_dispatcher.worker.zmq_publisher import CurveKeys, ZmqPublisher
 
 if TYPE_CHECKING:
     import ssl
+
+    from lava_dispatcher.worker.notify.notifier import Notifier as JobNotifier
 
 LOG = logging.getLogger("lava-worker")
 #: how long the coordinator child may take to listen
@@ -125,6 +132,11 @@ class Daemon:
         self._scheduling: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._drainer: asyncio.Task[None] | None = None
+        #: event notifications (None: off), their ZeroMQ socket, and the job notifier
+        self.events: EventHub | None = None
+        self.publisher: ZmqPublisher | None = None
+        self.notifier: JobNotifier | None = None
+        self.feed: ChangeFeed | None = None
 
     # -- start ----------------------------------------------------------------------
 
@@ -188,6 +200,7 @@ class Daemon:
         self._take_lock()
         try:
             self.store = store = Store(self.config.state_dir)
+            self._start_telling(store)
             await self.validator.start()
             inputs = await self.check_inputs()
             for device_type, path in inputs.unused_checks.items():
@@ -195,6 +208,8 @@ class Daemon:
             devices = inputs.devices
             store.sync_devices(devices)
             self.runner = Runner(self.config, store, self._finished, lambda: self.coordinator_address)
+            assert self.feed is not None
+            self.runner.on_test_event = self.feed.test_event
             self.scheduler = Scheduler(store, self.runner, inputs.checks, self.config.health_check_interval)
             self.service = Service(self.config, store, self.validator, self.scheduler, self.runner)
             await self._recover()
@@ -208,8 +223,40 @@ class Daemon:
         self.ready.set()
         LOG.info("ready: listening on %s (state %s, %d devices, coordinator %s)", self.url,
                  self.config.state_dir, len(devices), self.coordinator_address)  # fmt: skip
+        if self.feed is not None:
+            self.feed.worker_changed("Online")
         for callback in self.on_ready:
             callback(self)
+
+    def _start_telling(self, store: Store) -> None:
+        """Events (when on: the hub and its ZeroMQ socket) and job notifications, fed by
+        every commit of the store; ConfigError when the event socket cannot be bound."""
+        from lava_dispatcher.worker.notify.notifier import Notifier as JobNotifier
+        from lava_dispatcher.worker.notify.settings import NotifySettings
+
+        config = self.config
+        if config.event_topic is not None:
+            curve = None
+            if config.event_curve_secret is not None and config.event_curve_clients is not None:
+                try:
+                    curve = CurveKeys.load(config.event_curve_secret, config.event_curve_clients)
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
+            self.events = EventHub(config.event_topic)
+            host = f"[{config.event_host}]" if ":" in config.event_host else config.event_host
+            try:
+                self.publisher = ZmqPublisher(f"tcp://{host}:{config.event_port}", curve)
+            except OSError as exc:
+                raise ConfigError(f"event-port: {exc}") from None
+            self.events.listeners.append(self.publisher.send)
+            LOG.info("events: topic %s, ZeroMQ %s%s", config.event_topic, self.publisher.address,
+                     " (CURVE)" if curve else "")  # fmt: skip
+        self.notifier = JobNotifier.for_worker(
+            NotifySettings.from_mapping(config.notify, "notify"), store, config.state_dir
+        )
+        self.feed = ChangeFeed(store, config.name, self.events, [self.notifier])
+        self.feed.prime()
+        store.on_commit = self.feed.committed
 
     def _finished(self, job: Any, outcome: Any) -> None:
         self.scheduler.job_finished(job, outcome)
@@ -328,6 +375,16 @@ class Daemon:
         self.stopped.set()
 
     async def _shutdown_parts(self) -> None:
+        if self.feed is not None and self.ready.is_set():
+            self.feed.worker_changed("Offline")
+        if self.notifier is not None:
+            await self.notifier.close(grace=min(5.0, self.config.stop_timeout))
+            self.notifier = None
+        if self.events is not None:
+            self.events.close()
+        if self.publisher is not None:
+            self.publisher.close()
+            self.publisher = None
         if self._runner_http is not None:
             await self._runner_http.cleanup()
             self._runner_http = None
@@ -341,6 +398,7 @@ class Daemon:
                 await self._coordinator.wait()
         await self.validator.close()
         if self.store is not None:
+            self.store.on_commit = None
             self.store.close()
             self.store = None
         if self._lock is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ _OFFSET = struct.Struct("<Q")
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 #: how a results record starts (LAVA's field order: dt, lvl, msg)
 _RESULTS = '"lvl": "results"'
+#: a ``lava-test-event`` line
+_EVENT = '"lvl": "event"'
 #: read at most this much of a growing log at once (a flood is indexed in steps)
 CHUNK = 4 << 20
 
@@ -46,6 +49,16 @@ def _parse_result(line: str) -> tuple[dict[str, Any], str] | None:
     return record["msg"], str(record.get("dt", ""))
 
 
+def _parse_event(line: str) -> str | None:
+    if _EVENT not in line[:80]:
+        return None
+    try:
+        record = yaml.load(line[2:] if line.startswith("- ") else line, Loader=_LOADER)
+    except yaml.YAMLError:
+        return None
+    return str(record["msg"]) if isinstance(record, dict) and "msg" in record else None
+
+
 class JobLog:
     """Index and read one job's log. ``lines`` is how many lines are indexed."""
 
@@ -57,6 +70,8 @@ class JobLog:
         self.lines = 0
         #: byte offset just past the last indexed line
         self.offset = 0
+        #: told of each ``lava-test-event`` line as it is indexed (the worker's events)
+        self.on_event: Callable[[str], None] | None = None
 
     def open(self) -> JobLog:
         """Load the index (its size and last entry only: cheap for any log)."""
@@ -100,12 +115,16 @@ class JobLog:
                 return added
             offsets: list[int] = []
             results: list[tuple[int, dict[str, Any], str]] = []
+            events: list[str] = []
             position = 0
             for raw in data[: end + 1].splitlines(keepends=True):
                 position += len(raw)
-                parsed = _parse_result(raw.decode("utf-8", "replace"))
+                line = raw.decode("utf-8", "replace")
+                parsed = _parse_result(line)
                 if parsed is not None:
                     results.append((self.lines + len(offsets), *parsed))
+                elif self.on_event is not None and (event := _parse_event(line)) is not None:
+                    events.append(event)
                 offsets.append(self.offset + position)
             if results:
                 self.store.add_results(self.job_id, results)
@@ -114,6 +133,9 @@ class JobLog:
             self.lines += len(offsets)
             self.offset = offsets[-1]
             added += len(offsets)
+            for event in events:
+                assert self.on_event is not None
+                self.on_event(event)
             if len(data) < CHUNK:
                 return added
 

@@ -110,6 +110,8 @@ class Runner:
         self.finished = finished
         self.coordinator = coordinator
         self.running: dict[int, RunningJob] = {}
+        #: told of each ``lava-test-event`` line of a running job: (job id, message)
+        self.on_test_event: Callable[[int, str], None] | None = None
 
     def job_dir(self, job_id: int) -> Path:
         return self.config.state_dir / "jobs" / str(job_id)
@@ -168,6 +170,9 @@ class Runner:
                                   pid=process.pid, start_time=now())  # fmt: skip
             self.store.update_device(device.hostname, state=RUNNING)
         log = JobLog(self.store, job.id, directory).open()
+        if self.on_test_event is not None:
+            tell, job_id = self.on_test_event, job.id
+            log.on_event = lambda message: tell(job_id, message)
         running = RunningJob(job, device, process, log, directory)
         self.running[job.id] = running
         running.task = asyncio.create_task(self._watch(running), name=f"job-{job.id}")

@@ -17,7 +17,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -233,6 +233,10 @@ class Store:
         self.path = self.state_dir / "worker.sqlite3"
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
+        #: called after each commit with what it changed: ("job", id) and ("device", hostname)
+        #: pairs (events and notifications are told only of what is on disk)
+        self.on_commit: Callable[[set[tuple[str, Any]]], None] | None = None
+        self._changed: set[tuple[str, Any]] = set()
         try:
             _durable(self.db)
             with self.transaction():
@@ -267,8 +271,12 @@ class Store:
             yield self.db
         except BaseException:
             self.db.execute("ROLLBACK")
+            self._changed.clear()
             raise
         self.db.execute("COMMIT")
+        changed, self._changed = self._changed, set()
+        if changed and self.on_commit is not None:
+            self.on_commit(changed)
 
     # -- jobs ----------------------------------------------------------------
 
@@ -285,6 +293,7 @@ class Store:
                 columns = ", ".join(values)
                 marks = ", ".join(f":{k}" for k in values)
                 db.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", values)
+                self._changed.add(("job", int(job["id"])))
         return [self.job(int(job["id"])) for job in jobs]
 
     def job(self, job_id: int) -> JobRecord:
@@ -325,6 +334,7 @@ class Store:
         sets = ", ".join(f"{k} = :{k}" for k in values)
         with self.transaction() as db:
             db.execute(f"UPDATE jobs SET {sets} WHERE id = :job_id", {**values, "job_id": job_id})
+            self._changed.add(("job", job_id))
 
     # -- devices -------------------------------------------------------------
 
@@ -345,6 +355,7 @@ class Store:
             db.execute(
                 f"UPDATE devices SET {sets} WHERE hostname = :hostname_", {**values, "hostname_": hostname}
             )
+            self._changed.add(("device", hostname))
 
     def sync_devices(self, found: Mapping[str, tuple[str, str]]) -> None:
         """Make the devices table match the device files: ``hostname -> (type, path)``.
@@ -354,6 +365,7 @@ class Store:
         """
         with self.transaction() as db:
             known = {d.hostname: d for d in self.devices()}
+            self._changed.update(("device", hostname) for hostname in set(found) | set(known))
             for hostname, (device_type, path) in found.items():
                 old = known.get(hostname)
                 if old is None:
