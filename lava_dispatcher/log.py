@@ -217,6 +217,8 @@ _FAST_PATH_MAX = 8000
 #: levels written in batches: the console's own lines and the results parsed
 #: from them, which come in floods
 _BATCHED = frozenset({"target", "feedback", "results"})
+#: stream lines held back at most (characters) before the files are flushed for them
+_PENDING_MAX = 1 << 16
 
 Observer = Callable[[str, Any, str], None]
 """Called with (level, msg, dt) for every record: live progress, events."""
@@ -231,6 +233,12 @@ class JobLogger:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sinks: list[tuple[IO[str], str, bool]] = []
+        #: lines for the streams (stdout...), held until the files have them: a
+        #: reader of the stream (the worker's doorbell) then always finds the line
+        #: in the file, whatever the stream's own buffering
+        self._pending: list[str] = []
+        self._pending_size = 0
+        self._files = False
         self._observers: list[Observer] = []
         self._secrets: list[str] = []
         self._markers: dict[str, dict[str, int]] = {}
@@ -242,6 +250,7 @@ class JobLogger:
         """Append records to ``path`` as a YAML list (``- `` prefix)."""
         stream = open(path, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115 - closed in close()
         self._sinks.append((stream, "- ", True))
+        self._files = True
 
     def add_stream(self, stream: IO[str], prefix: str = "") -> None:
         """Also write to ``stream`` (not closed by :meth:`close`)."""
@@ -259,6 +268,7 @@ class JobLogger:
 
     def close(self) -> None:
         with self._lock:
+            self._flush_locked()
             for stream, _prefix, owned in self._sinks:
                 if owned:
                     stream.close()
@@ -286,20 +296,38 @@ class JobLogger:
         with self._lock:
             self.line += 1
             self._local.line = self.line - 1
-            for stream, prefix, _owned in self._sinks:
-                stream.write(f"{prefix}{line}\n")
+            for stream, prefix, owned in self._sinks:
+                if owned or not self._files:
+                    stream.write(f"{prefix}{line}\n")
+                else:
+                    text = f"{prefix}{line}\n"
+                    self._pending.append(text)
+                    self._pending_size += len(text)
             # console lines are flushed in batches (flush() when a console goes
-            # quiet); everything else reaches the files at once
-            if level not in _BATCHED:
-                for stream, _prefix, _owned in self._sinks:
-                    stream.flush()
+            # quiet, or every _PENDING_MAX characters in a flood); everything
+            # else reaches the files, then the streams, at once
+            if level not in _BATCHED or self._pending_size > _PENDING_MAX:
+                self._flush_locked()
         for observer in self._observers:
             observer(level, msg, dt)
 
     def flush(self) -> None:
         """Write out buffered console lines (called when a console goes quiet)."""
         with self._lock:
-            for stream, _prefix, _owned in self._sinks:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        """The files first, then the streams: a line is never on a stream before it is on disk."""
+        for stream, _prefix, owned in self._sinks:
+            if owned:
+                stream.flush()
+        if self._pending:
+            text, self._pending, self._pending_size = "".join(self._pending), [], 0
+            for stream, _prefix, owned in self._sinks:
+                if not owned:
+                    stream.write(text)
+        for stream, _prefix, owned in self._sinks:
+            if not owned:
                 stream.flush()
 
     def debug(self, msg: Any) -> None:
