@@ -212,6 +212,12 @@ class Daemon:
             self.runner.on_test_event = self.feed.test_event
             self.scheduler = Scheduler(store, self.runner, inputs.checks, self.config.health_check_interval)
             self.service = Service(self.config, store, self.validator, self.scheduler, self.runner)
+            if self.publisher is not None and self.config.event_port == 0:
+                # the port the system picked, for scheduler.get_publisher_event_socket
+                port = self.publisher.address.rpartition(":")[2]
+                host = self.config.event_host
+                shown = "*" if host in ("0.0.0.0", "::", "*") else f"[{host}]" if ":" in host else host
+                self.service.event_socket = f"tcp://{shown}:{port}"
             await self._recover()
             if self.coordinator_address is None:
                 self.coordinator_address = await self._start_coordinator()

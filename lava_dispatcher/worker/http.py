@@ -239,4 +239,7 @@ def make_app(service: Service) -> web.Application:
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
         app.router.add_route(method, path + "/", handler)
+    from lava_dispatcher.worker import xmlrpc
+
+    xmlrpc.add_routes(app)
     return app

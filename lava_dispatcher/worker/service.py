@@ -118,6 +118,8 @@ class Service:
         self.validator = validator
         self.scheduler = scheduler
         self.runner = runner
+        #: the ZeroMQ PUB address as LAVA shows it, if known better than the config says
+        self.event_socket: str | None = None
 
     # -- who asks -------------------------------------------------------------
 
@@ -155,13 +157,22 @@ class Service:
             raise NotAllowed(f"User '{user.name}' may not {what}: an admin may.")
         return user
 
-    def _job(self, job_id: str | int, user: UserRecord | None) -> JobRecord:
-        job = self.store.find_job(str(job_id))
+    def _job(self, job_id: str | int, user: UserRecord | None, current: bool = False) -> JobRecord:
+        """The job if the caller may see it. ``current``: first index what a running job's
+        log has that its index lacks (the indexer wakes on the child's stdout, which can
+        come before the log file is flushed: a quiet job's last lines would wait)."""
+        try:
+            job = self.store.find_job(str(job_id))
+        except OverflowError:  # more digits than SQLite's integers hold: no such job
+            job = None
         if job is None:
             raise NotFound(f"Job '{job_id}' was not found.")
         if not self.can_view(job, user):
             who = "anonymous" if user is None else user.name
             raise NotAllowed(f"Job '{job_id}' not available to user '{who}'.", anonymous=user is None)
+        running = self.runner.running.get(job.id) if current else None
+        if running is not None:
+            running.log.ingest()
         return job
 
     def _device(self, hostname: str) -> DeviceRecord:
@@ -368,7 +379,7 @@ class Service:
         self, job_id: str, user: UserRecord | None, start: int = 0, end: int | None = None
     ) -> LogSlice:
         """Lines ``[start, end)`` of the job's log (0-based, complete lines only)."""
-        job = self._job(job_id, user)
+        job = self._job(job_id, user, current=True)
         finished = job.state == FINISHED
         count, text = self.runner.log(job.id).read(int(start or 0), None if end is None else int(end))
         return LogSlice(finished, int(start or 0), count, text)
@@ -383,14 +394,14 @@ class Service:
         offset: int = 0,
     ) -> list[ResultRecord]:
         """The job's result records, in log order; by suite (LAVA's ``0_name``) and case."""
-        job = self._job(job_id, user)
+        job = self._job(job_id, user, current=True)
         if suite is not None and suite not in self.store.suites(job.id):
             raise NotFound("Specified test suite not found.")
         return self.store.results(job.id, suite, case, limit, offset)
 
     async def job_suites(self, job_id: str, user: UserRecord | None) -> list[str]:
         """The job's test suites (result ``definition`` names), ``lava`` included."""
-        return self.store.suites(self._job(job_id, user).id)
+        return self.store.suites(self._job(job_id, user, current=True).id)
 
     # -- devices ---------------------------------------------------------------------
 
@@ -409,22 +420,55 @@ class Service:
         except OSError as exc:
             raise NotFound(f"Device '{hostname}': its file {device.path} cannot be read: {exc.strerror}") from None
 
+    @staticmethod
+    def _new_health(device: DeviceRecord, health: str) -> str:
+        """LAVA's name of a health a device may be given (BadRequest otherwise)."""
+        health = _choice(health, DEVICE_HEALTHS, "health")
+        if not device.present and health != RETIRED:
+            raise BadRequest(f"Device '{device.hostname}' has no device file any more: it stays Retired.")
+        return health
+
     async def set_device_health(
         self, hostname: str, health: str, user: UserRecord | None, reason: str | None = None
     ) -> DeviceRecord:
         """Set a device's health (admin). Unknown queues a health check; Maintenance and
         Retired take the device out of scheduling once its current job ends."""
         admin = self._need_admin(user, "change a device's health")
-        device = self._device(hostname)
-        health = _choice(health, DEVICE_HEALTHS, "health")
-        if not device.present and health != RETIRED:
-            raise BadRequest(f"Device '{hostname}' has no device file any more: it stays Retired.")
+        health = self._new_health(self._device(hostname), health)
         why = f"set by {admin.name}" + (f": {reason}" if reason else "")
         if health in (MAINTENANCE, RETIRED):
             for job in self.store.jobs("health_check = 1 AND state = ? AND pinned_device = ?",
                                        (SUBMITTED, hostname)):  # fmt: skip
                 self.scheduler.cancel(job, f"device {hostname} put into {health}")
         self.scheduler.set_health(hostname, health, why)
+        return self._device(hostname)
+
+    async def update_device(
+        self,
+        hostname: str,
+        user: UserRecord | None,
+        *,
+        health: str | None = None,
+        description: str | None = None,
+        device_type: str | None = None,
+        reason: str | None = None,
+    ) -> DeviceRecord:
+        """Change a device's health and description (admin); every value is checked
+        before anything changes, so a bad one changes nothing. Its type is its file's:
+        ``device_type`` may only name it."""
+        self._need_admin(user, "change a device")
+        device = self._device(hostname)
+        if device_type is not None and device_type != device.device_type:
+            raise BadRequest(
+                f"Device '{hostname}' is a {device.device_type}: its type is set by its device file, "
+                f"not to '{device_type}' here."
+            )
+        if health is not None:
+            health = self._new_health(device, health)
+        if description is not None:
+            self.store.update_device(hostname, description=str(description))
+        if health is not None:
+            return await self.set_device_health(hostname, health, user, reason)
         return self._device(hostname)
 
     async def device_tags(self, hostname: str) -> list[str]:
@@ -470,6 +514,19 @@ class Service:
         if definition is None:
             raise NotFound(f"Device-type '{device_type}' has no health check.")
         return definition
+
+    async def publisher_event_socket(self) -> str:
+        """Where LAVA's ZeroMQ event clients connect, as LAVA's EVENT_SOCKET: ``tcp://*:5500``
+        when bound to every address (clients put the server's host for ``*``), else the
+        address itself. NotFound when events are off. :attr:`event_socket`, when set (by
+        whoever bound the socket), wins: it knows the port that port 0 picked."""
+        if self.event_socket is not None:
+            return self.event_socket
+        if self.config.event_topic is None:
+            raise NotFound("This worker publishes no events over ZeroMQ: events are off (no event-topic).")
+        host = self.config.event_host
+        host = "*" if host in ("0.0.0.0", "::", "*") else f"[{host}]" if ":" in host else host
+        return f"tcp://{host}:{self.config.event_port}"
 
     # -- workers ------------------------------------------------------------------------
 

@@ -216,3 +216,18 @@ def test_a_lava_test_event_line_is_an_event(tmp_path: Path, worker: WorkerFactor
     lines = [p for t, _u, p in got if t == f"{TOPIC}.event"]
     assert lines == [{"job": job_id, "message": "booted-fine", "seq": lines[0]["seq"]}], got
     assert [p["health"] for t, _u, p in got if t.endswith(".testjob")][-1] == "Complete"
+
+
+def test_event_port_0_is_told_by_xmlrpc(tmp_path: Path, worker: WorkerFactory, sub: Any) -> None:
+    """scheduler.get_publisher_event_socket gives the port the system picked."""
+    import xmlrpc.client
+
+    write_devices(tmp_path / "devices", 1)
+    w: Worker = worker("--event-topic", TOPIC, "--event-port", "0").start()
+    w.login()
+    address = xmlrpc.client.ServerProxy(f"{w.url}/RPC2").scheduler.get_publisher_event_socket()
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    assert host == "127.0.0.1" and port.isdigit() and int(port) > 0, address
+    sock = sub(int(port))
+    (job_id,) = w.submit(job_yaml(name="found"))
+    assert events_until(sock, finished(job_id))
