@@ -341,7 +341,7 @@ class Daemon:
 
         host, port = host_port(self.config.listen)
         ssl_context = tls_context(self.config)
-        self._runner_http = web.AppRunner(make_app(self.service), access_log=None)
+        self._runner_http = web.AppRunner(make_app(self.service, self.events), access_log=None)
         await self._runner_http.setup()
         site = web.TCPSite(self._runner_http, host, port, ssl_context=ssl_context, backlog=1024)
         try:

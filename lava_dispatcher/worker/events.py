@@ -72,13 +72,22 @@ class Event:
     def public(self) -> bool:
         return self.owner is None
 
-    def payload(self) -> str:
-        """The fifth frame: the JSON object, with the sequence number."""
-        return json.dumps({**self.data, "seq": self.seq})
+    def payload(self, job_text: bool = False) -> str:
+        """The fifth frame: the JSON object, with the sequence number.
 
-    def frames(self) -> list[str]:
+        ``job_text``: ``job`` as a string, for the WebSocket, where the client
+        that matters (``lavacli events wait job N``) compares it with the
+        string it was given, and never matches LAVA's integer. ZeroMQ keeps
+        LAVA's integer (LAVA's own ``zmq_client.py`` compares it with an int).
+        """
+        data = {**self.data, "seq": self.seq}
+        if job_text and isinstance(data.get("job"), int):
+            data["job"] = str(data["job"])
+        return json.dumps(data)
+
+    def frames(self, job_text: bool = False) -> list[str]:
         """LAVA's five frames."""
-        return [self.topic, self.uuid, self.dt, self.username, self.payload()]
+        return [self.topic, self.uuid, self.dt, self.username, self.payload(job_text)]
 
     def visible_to(self, user: UserRecord | None) -> bool:
         if self.owner is None:

@@ -35,6 +35,7 @@ from lava_dispatcher.worker.errors import (
     NotFound,
     WorkerError,
 )
+from lava_dispatcher.worker.events import EventHub
 from lava_dispatcher.worker.service import Service
 from lava_dispatcher.worker.store import DeviceRecord, JobRecord, ResultRecord, UserRecord
 
@@ -94,6 +95,8 @@ def _user(request: web.Request) -> UserRecord | None:
 async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Who asks (once per request), and service errors as LAVA's HTTP answers."""
     service = request.app[SERVICE]
+    if request.path.rstrip("/") == "/ws":
+        return await handler(request)  # the WebSocket says who is refused in-band, as LAVA's
     try:
         request["user"] = service.authenticate(request.headers.get("Authorization"))
     except AuthFailed:
@@ -136,7 +139,16 @@ def _page(request: web.Request, items: list[Any], count: int, offset: int, limit
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"health": "good"})
+    """LAVA's ``{"health": "good"}``; with events on, also how many WebSocket clients listen
+    and the last event's ``seq`` (for monitoring, and for tests to know a client is in)."""
+    from lava_dispatcher.worker.ws import EVENTS
+
+    body: dict[str, Any] = {"health": "good"}
+    hub = request.app.get(EVENTS)
+    if hub is not None:
+        body["event_subscribers"] = hub.subscribers
+        body["event_seq"] = hub.seq
+    return web.json_response(body)
 
 
 async def version(request: web.Request) -> web.Response:
@@ -218,7 +230,7 @@ async def device(request: web.Request) -> web.Response:
     return web.json_response(device_json(await request.app[SERVICE].device(request.match_info["hostname"])))
 
 
-def make_app(service: Service) -> web.Application:
+def make_app(service: Service, events: EventHub | None = None) -> web.Application:
     """The aiohttp application; protocol layers add their routes to it before it starts."""
     app = web.Application(middlewares=[errors_and_auth], client_max_size=16 << 20)
     app[SERVICE] = service
@@ -239,7 +251,8 @@ def make_app(service: Service) -> web.Application:
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
         app.router.add_route(method, path + "/", handler)
-    from lava_dispatcher.worker import xmlrpc
+    from lava_dispatcher.worker import ws, xmlrpc
 
     xmlrpc.add_routes(app)
+    ws.add_routes(app, service, events)
     return app
