@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime
+import functools
 import json
 import logging
 import uuid
@@ -88,6 +89,11 @@ class Event:
     def frames(self, job_text: bool = False) -> list[str]:
         """LAVA's five frames."""
         return [self.topic, self.uuid, self.dt, self.username, self.payload(job_text)]
+
+    @functools.cached_property
+    def ws_text(self) -> str:
+        """The WebSocket message (a JSON array of the frames), made once for every client."""
+        return json.dumps(self.frames(job_text=True))
 
     def visible_to(self, user: UserRecord | None) -> bool:
         if self.owner is None:

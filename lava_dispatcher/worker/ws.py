@@ -89,7 +89,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             if event is None:
                 break
             if event.visible_to(user):
-                await ws.send_str(json.dumps(event.frames(job_text=True)))
+                await ws.send_str(event.ws_text)
         if sub.dropped is not None and not ws.closed:
             await _refuse(ws, f"too slow: {sub.dropped}; reconnect with ?since=<last seq>")
     except ConnectionError:
